@@ -1,0 +1,174 @@
+"""llama.cpp backend through llama-cpp-python's low-level API.
+
+One context, one sequence.  The KV cache keeps the longest common prefix with
+the sequence asked for; anything after it is removed with
+``llama_memory_seq_rm`` (a backtrack, a healed prompt token, another branch).
+Only the rows the loop needs get logits, never ``logits_all``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from .backend import Backend, common_prefix
+from .errors import ContextOverflow, EngineError, ModelLoadError
+
+_tokenizer_cache: dict[str, object] = {}
+_tokenizer_lock = threading.Lock()
+
+
+class LlamaCppBackend(Backend):
+    name = "llama.cpp"
+
+    def __init__(self, path: str | os.PathLike, *, n_ctx: int = 8192, n_threads: int | None = None,
+                 n_batch: int = 512, n_gpu_layers: int = 0, verbose: bool = False) -> None:
+        import llama_cpp
+
+        self._ll = llama_cpp
+        path = Path(path).expanduser()
+        if not path.exists():
+            raise ModelLoadError(f"model not found: {path}")
+        if path.is_dir():
+            raise ModelLoadError(f"{path} is a directory; the llama.cpp backend needs a .gguf file "
+                                 "(use --backend transformers for a Hugging Face directory)")
+        if not os.access(path, os.R_OK):
+            raise ModelLoadError(f"model not readable: {path}")
+        with open(path, "rb") as fh:
+            if fh.read(4) != b"GGUF":
+                raise ModelLoadError(f"not a GGUF file: {path}")
+        self.model_id = str(path)
+        # The default is cpu_count()//2 threads, which is 1 on a 2-core machine: half speed.
+        threads = n_threads or max(1, os.cpu_count() or 1)
+        try:
+            self._llm = llama_cpp.Llama(str(path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
+                                        n_batch=n_batch, n_gpu_layers=n_gpu_layers, logits_all=False,
+                                        verbose=verbose)
+        except Exception as e:  # llama.cpp reports failures as a bare ValueError
+            raise ModelLoadError(f"could not load {path}: {e}") from None
+        self._ctx = self._llm._ctx.ctx
+        self._model = self._llm._model
+        self._vocab = self._model.vocab
+        self._mem = llama_cpp.llama_get_memory(self._ctx)
+        self.n_ctx = self._llm.n_ctx()
+        self.n_batch = n_batch
+        self.vocab_size = self._llm.n_vocab()
+        self.bos_id = self._model.token_bos()
+        eos = {self._model.token_eos(), self._model.token_eot()}
+        # Chat models end a turn with <end_of_turn> (Gemma) or similar markers: treat them as EOS too.
+        for marker in (b"<end_of_turn>", b"<|im_end|>", b"<|eot_id|>"):
+            ids = self.tokenize(marker, add_bos=False)
+            if len(ids) == 1:
+                eos.add(ids[0])
+        self.eos_ids = tuple(sorted(i for i in eos if i is not None and i >= 0))
+        self._batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
+        self._cached: list[int] = []
+        self._piece_buf = ctypes.create_string_buffer(256)
+        self._bytes_cache: dict[int, bytes] = {}
+        self.threads = threads
+
+    # -- vocabulary -----------------------------------------------------
+    def tokenize(self, data: bytes, *, add_bos: bool) -> list[int]:
+        return self._llm.tokenize(data, add_bos=add_bos, special=True)
+
+    def token_bytes(self, token_id: int) -> bytes:
+        b = self._bytes_cache.get(token_id)
+        if b is None:
+            n = self._ll.llama_token_to_piece(self._vocab, token_id, self._piece_buf, 256, 0, True)
+            if n < 0:
+                buf = ctypes.create_string_buffer(-n)
+                n = self._ll.llama_token_to_piece(self._vocab, token_id, buf, -n, 0, True)
+                b = bytes(buf[:n])
+            else:
+                b = bytes(self._piece_buf[:n])
+            self._bytes_cache[token_id] = b
+        return b
+
+    def ll_tokenizer(self):
+        with _tokenizer_lock:
+            tok = _tokenizer_cache.get(self.model_id)
+            if tok is None:
+                from llguidance.llamacpp import lltokenizer_from_vocab
+
+                tok = lltokenizer_from_vocab(self._vocab, n_vocab=self.vocab_size, eos_token=list(self.eos_ids))
+                _tokenizer_cache[self.model_id] = tok
+            return tok
+
+    def chat_template(self) -> str | None:
+        return self._llm.metadata.get("tokenizer.chat_template") or None
+
+    @property
+    def architecture(self) -> str:
+        return self._llm.metadata.get("general.architecture", "")
+
+    @property
+    def info(self) -> dict[str, str]:
+        return {**super().info, "threads": str(self.threads), "architecture": self.architecture}
+
+    # -- evaluation -----------------------------------------------------
+    def reset(self) -> None:
+        self._ll.llama_memory_clear(self._mem, True)
+        self._cached = []
+
+    def _trim(self, keep: int) -> None:
+        if keep < len(self._cached):
+            if not self._ll.llama_memory_seq_rm(self._mem, 0, keep, -1):
+                self.reset()  # this cache type cannot cut in the middle: start over
+                return
+            del self._cached[keep:]
+
+    def logits(self, ids: list[int], n_rows: int = 1) -> np.ndarray:
+        if len(ids) >= self.n_ctx:
+            raise ContextOverflow(f"context overflow: {len(ids)} tokens do not fit the context of "
+                                  f"{self.n_ctx} tokens (pass n_ctx= to the model)")
+        n_rows = max(1, min(n_rows, len(ids), self.n_batch))
+        keep = min(common_prefix(self._cached, ids), len(ids) - n_rows)
+        self._trim(keep)
+        keep = len(self._cached)
+        new = ids[keep:]
+        batch = self._batch
+        # Chunks of n_batch; the final chunk holds every requested row.
+        start = 0
+        out = None
+        while start < len(new):
+            remaining = len(new) - start
+            size = min(self.n_batch, remaining)
+            if remaining > self.n_batch and remaining - self.n_batch < n_rows:
+                size = remaining - n_rows  # leave the requested rows for the last chunk
+            last = start + size == len(new)
+            batch.n_tokens = size
+            for i in range(size):
+                batch.token[i] = new[start + i]
+                batch.pos[i] = keep + start + i
+                batch.n_seq_id[i] = 1
+                batch.seq_id[i][0] = 0
+                batch.logits[i] = last and i >= size - n_rows
+            rc = self._ll.llama_decode(self._ctx, batch)
+            if rc != 0:
+                self.reset()
+                raise EngineError(f"llama_decode failed (code {rc})")
+            self._cached.extend(new[start:start + size])
+            if last:
+                out = [self._row(i) for i in range(size - n_rows, size)]
+            start += size
+        if out is None:  # nothing new to decode: the last row is not stored, recompute it
+            self._trim(len(ids) - 1)
+            return self.logits(ids, n_rows)
+        return out[0][None, :] if n_rows == 1 else np.stack(out)
+
+    def _row(self, i: int) -> np.ndarray:
+        ptr = self._ll.llama_get_logits_ith(self._ctx, i)
+        return np.ctypeslib.as_array(ptr, shape=(self.vocab_size,))
+
+    def close(self) -> None:
+        if getattr(self, "_batch", None) is not None:
+            self._ll.llama_batch_free(self._batch)
+            self._batch = None
+        llm = getattr(self, "_llm", None)
+        if llm is not None:
+            llm.close()
+            self._llm = None

@@ -1,0 +1,288 @@
+"""The instrumented decode loop: llguidance drives, a backend computes logits, events record it all.
+
+One call of :meth:`Engine.run` extends a text with one grammar.  Every change
+to the text goes through :meth:`_Call.emit_token` or :meth:`_Call.backtrack`,
+which update the text and append the matching event, so the text can always be
+rebuilt from the events (tokens minus backtracks).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import llguidance
+import numpy as np
+from llguidance.numpy import allocate_token_bitmask
+
+from tracing import Alt, Backtrack, Capture, Token, TokenKind
+
+from .backend import Backend, common_prefix
+from .errors import EngineError, GrammarError, one_line
+from .session import Session
+from .stats import analyse, mask_from_bitmask, sample
+
+_STOP_REASONS = {
+    "EndOfSentence": "eos", "MaxTokensParser": "max_tokens", "MaxTokensTotal": "max_tokens",
+    "NoExtension": "grammar", "NoExtensionBias": "grammar",
+}
+NAN = float("nan")
+
+
+@dataclass
+class Options:
+    """The engine switches (as in the seed): all on by default."""
+
+    top_k: int = 5
+    token_stats: bool = True  # probabilities and top-k per token
+    enable_backtrack: bool = True
+    enable_ff_tokens: bool = True
+    monitoring: bool = True
+    temperature: float = 0.0  # greedy unless a gen() asks for a temperature
+    seed: int | None = None
+
+
+@dataclass
+class CallResult:
+    text: bytes  # the whole new text
+    captures: list[tuple[str, str, float]] = field(default_factory=list)  # name, value, log-prob
+    stop_reason: str = ""
+    generated: int = 0
+    forced: int = 0
+
+
+class Engine:
+    """A backend plus options plus the session its events go to."""
+
+    def __init__(self, backend: Backend, session: Session, options: Options | None = None) -> None:
+        self.backend = backend
+        self.session = session
+        self.options = options or Options()
+        self.rng = np.random.default_rng(self.options.seed)
+        self._bitmask = None
+        if self.options.monitoring:
+            session.start_monitoring()
+
+    def emit_prompt(self, node_id: int, pos: int, data: bytes) -> None:
+        """Record program-supplied text as prompt tokens at byte offset ``pos``."""
+        if not data:
+            return
+        store = self.session.store
+        ids = self.backend.tokenize(data, add_bos=False)
+        pieces = [self.backend.token_bytes(i) for i in ids]
+        if b"".join(pieces) != data:  # a tokenizer that does not round-trip: keep the bytes exact
+            ids, pieces = [ids[0] if ids else 0], [data]
+        for tid, b in zip(ids, pieces):
+            store.append(Token(node_id=node_id, pos=pos, id=tid, bytes=b, kind=TokenKind.PROMPT))
+            pos += len(b)
+
+    def run(self, text: bytes, lark: str, node_id: int, *,
+            stop_check: Callable[[bytes], int | None] | None = None) -> CallResult:
+        """Extend ``text`` under the grammar ``lark``; returns the new text and captures."""
+        return _Call(self, text, lark, node_id, stop_check).run()
+
+    def bitmask(self, n_vocab: int) -> np.ndarray:
+        if self._bitmask is None or self._bitmask.shape[1] * 32 < n_vocab:
+            self._bitmask = allocate_token_bitmask(1, n_vocab)
+        return self._bitmask
+
+
+class _Call:
+    """State of one grammar call."""
+
+    def __init__(self, engine: Engine, text: bytes, lark: str, node_id: int,
+                 stop_check: Callable[[bytes], int | None] | None) -> None:
+        self.engine = engine
+        self.backend = engine.backend
+        self.opts = engine.options
+        self.store = engine.session.store
+        self.node_id = node_id
+        self.stop_check = stop_check
+        self.text = bytearray(text)
+        self.start_len = len(text)
+        self.ids: list[int] = []
+        self.lens: list[int] = []  # byte length of each id in self.ids, as it is in self.text
+        self.pending: list[int] = []  # forced tokens whose probabilities wait for the next logits
+        self.spans: list[tuple[int, int, float]] = []  # (pos, len, log-prob) of kept sampled/forced tokens
+        self.result = CallResult(b"")
+        self.raw_captures: list[tuple[str, bytes]] = []
+        tok = self.backend.ll_tokenizer()
+        try:
+            self.interp = llguidance.LLInterpreter(tok, lark, enable_backtrack=self.opts.enable_backtrack,
+                                                   enable_ff_tokens=self.opts.enable_ff_tokens, log_level=0)
+        except (ValueError, RuntimeError) as e:
+            raise GrammarError(f"invalid grammar: {one_line(e)}") from None
+        self.n_vocab = tok.vocab_size
+
+    # -- text changes, each mirrored by an event ---------------------------
+    def emit_token(self, tid: int, kind: TokenKind, *, prob: float = NAN, prob_raw: float = NAN,
+                   top: list[Alt] | None = None, latency_us: int = 0, mask_us: int = 0, allowed: int = -1) -> None:
+        b = self.backend.token_bytes(tid)
+        self.store.append(Token(node_id=self.node_id, pos=len(self.text), id=tid, bytes=b, kind=kind, prob=prob,
+                                prob_raw=prob_raw, top=top or [], latency_us=latency_us, mask_us=mask_us,
+                                allowed=allowed))
+        if kind != TokenKind.PROMPT:
+            lp = math.log(prob) if prob > 0 else (NAN if prob != prob else -math.inf)
+            self.spans.append((len(self.text), len(b), lp))
+            if kind == TokenKind.GENERATED:
+                self.result.generated += 1
+            else:
+                self.result.forced += 1
+        self.text += b
+
+    def backtrack(self, n_bytes: int, n_tokens: int, reason: str) -> None:
+        if n_bytes <= 0 and n_tokens <= 0:
+            return
+        pos = len(self.text) - n_bytes
+        removed = bytes(self.text[pos:])
+        self.store.append(Backtrack(node_id=self.node_id, n_tokens=n_tokens, bytes=removed, reason=reason, pos=pos))
+        del self.text[pos:]
+        while self.spans and self.spans[-1][0] >= pos:
+            self.spans.pop()
+
+    # -- the loop -----------------------------------------------------------
+    def _alts(self, st, allowed) -> list[Alt]:
+        tb = self.backend.token_bytes
+        return [Alt(int(i), tb(int(i)), st.prob_raw(int(i)), bool(allowed is not None and not allowed[i]))
+                for i in st.top_ids]
+
+    def _flush_pending(self, rows: np.ndarray, step_us: int) -> None:
+        """Emit the forced tokens waiting for their logits rows (rows[j] predicts pending[j])."""
+        share = step_us // max(1, len(rows))
+        for j, tid in enumerate(self.pending):
+            if self.opts.token_stats:
+                st = analyse(rows[j], None, self.opts.top_k)
+                top = [Alt(a.id, a.bytes, a.prob, a.id != tid) for a in self._alts(st, None)]
+                self.emit_token(tid, TokenKind.FORCED, prob=1.0, prob_raw=st.prob_raw(tid), top=top,
+                                latency_us=share, allowed=1)
+            else:
+                self.emit_token(tid, TokenKind.FORCED, prob=1.0, latency_us=share, allowed=1)
+        self.pending = []
+
+    def _append_ids(self, new: list[int]) -> None:
+        self.ids.extend(new)
+        self.lens.extend(len(self.backend.token_bytes(t)) for t in new)
+
+    def _drop_ids(self, n: int) -> int:
+        """Remove the last n ids; returns how many text bytes they covered."""
+        if n <= 0:
+            return 0
+        nb = sum(self.lens[-n:])
+        del self.ids[-n:]
+        del self.lens[-n:]
+        return nb
+
+    def run(self) -> CallResult:
+        backend, opts, interp = self.backend, self.opts, self.interp
+        session = self.engine.session
+        prompt = backend.tokenize(bytes(self.text), add_bos=backend.bos_id is not None)
+        try:
+            healed = interp.process_prompt(prompt)
+        except (ValueError, RuntimeError) as e:
+            raise EngineError(f"llguidance: {one_line(e)}") from None
+        self._append_ids(prompt)
+        if prompt and prompt[0] == backend.bos_id:
+            self.lens[0] = 0  # BOS is not part of the text
+        keep = common_prefix(prompt, healed)
+        if keep < len(prompt):  # token healing: the last prompt token(s) are generated again
+            n = len(prompt) - keep
+            self.backtrack(self._drop_ids(n), n, "healing")
+        self.pending = list(healed[keep:])  # the grammar's forced prefix
+        self._append_ids(self.pending)
+        bitmask = self.engine.bitmask(self.n_vocab)
+        t_step = time.perf_counter_ns()
+        stop_reason = ""
+        while True:
+            session.check_cancelled()
+            t0 = time.perf_counter_ns()
+            try:
+                info = json.loads(interp.unsafe_compute_mask_ptr(bitmask.ctypes.data, bitmask.nbytes))
+            except (ValueError, RuntimeError) as e:
+                raise EngineError(f"llguidance: {one_line(e)}") from None
+            mask_us = (time.perf_counter_ns() - t0) // 1000
+            self._progress(info)
+            if info.get("stop"):
+                break
+            rows = backend.logits(self.ids, len(self.pending) + 1)
+            decode_us = (time.perf_counter_ns() - t0) // 1000 - mask_us
+            self._flush_pending(rows[:-1], decode_us)
+            allowed, n_allowed = mask_from_bitmask(bitmask, self.n_vocab)
+            if n_allowed == 0:
+                raise EngineError("the grammar allows no token here (llguidance returned an empty mask)")
+            st = analyse(rows[-1], allowed, opts.top_k if opts.token_stats else 1)
+            temperature = info.get("temperature") or opts.temperature
+            tid = sample(st, allowed, temperature, self.engine.rng)
+            now = time.perf_counter_ns()
+            if opts.token_stats:
+                self.emit_token(tid, TokenKind.GENERATED, prob=st.prob_masked(tid), prob_raw=st.prob_raw(tid),
+                                top=self._alts(st, allowed), latency_us=(now - t_step) // 1000, mask_us=mask_us,
+                                allowed=n_allowed)
+            else:
+                self.emit_token(tid, TokenKind.GENERATED, latency_us=(now - t_step) // 1000, mask_us=mask_us,
+                                allowed=n_allowed)
+            t_step = now
+            try:
+                bt, ff = interp.commit_token(tid)
+            except (ValueError, RuntimeError) as e:  # e.g. the stop= panic in llguidance 1.9.1
+                raise EngineError(f"llguidance: {one_line(e)}") from None
+            self._append_ids([tid])
+            if bt == 0 and ff[:1] == [tid]:
+                self.pending = list(ff[1:])
+                self._append_ids(self.pending)
+            else:  # the sampled token is hidden, maybe with earlier ones: a backtrack
+                reason = "eos" if tid in backend.eos_ids else ("stop" if not ff else "grammar")
+                self.backtrack(self._drop_ids(bt + 1), bt + 1, reason)
+                self.pending = list(ff)
+                self._append_ids(self.pending)
+            if self.stop_check is not None and not self.pending:
+                cut = self.stop_check(bytes(self.text[self.start_len:]))
+                if cut is not None:
+                    self._cut(self.start_len + cut)
+                    stop_reason = "tool"
+                    break
+        if self.pending:  # forced tokens at the very end still get their probabilities
+            t0 = time.perf_counter_ns()
+            rows = backend.logits(self.ids, len(self.pending) + 1)
+            self._flush_pending(rows[:-1], (time.perf_counter_ns() - t0) // 1000)
+        self.result.stop_reason = stop_reason or _STOP_REASONS.get(interp.stop_reason(), interp.stop_reason())
+        self.result.text = bytes(self.text)
+        self._finish_captures()
+        return self.result
+
+    def _cut(self, end: int) -> None:
+        """Drop whole tokens past ``end``, then re-add the part of the last one before ``end`` as forced."""
+        n = 0
+        covered = 0
+        while len(self.text) - covered > end and n < len(self.ids):
+            n += 1
+            covered = sum(self.lens[-n:])
+        kept = bytes(self.text[len(self.text) - covered:end])
+        self.backtrack(self._drop_ids(n), n, "tool")
+        if kept:
+            self.pending = self.backend.tokenize(kept, add_bos=False)
+            self._append_ids(self.pending)
+
+    def _progress(self, info: dict) -> None:
+        for item in info.get("progress", ()):
+            obj = item.get("object")
+            if obj == "capture":
+                value = bytes.fromhex(item.get("hex", ""))
+                self.raw_captures.append((item["name"], value))
+
+    def _finish_captures(self) -> None:
+        """Capture events with log-probabilities summed over the tokens that produced them."""
+        out = bytes(self.text)
+        # llguidance reports a capture again as it grows (first empty): the last report wins.
+        latest = dict(self.raw_captures)
+        for name, value in latest.items():
+            end = out.rfind(value, self.start_len - 16 if self.start_len >= 16 else 0) if value else -1
+            lp = 0.0
+            if end >= 0:
+                a, b = end, end + len(value)
+                lp = sum(l for pos, n, l in self.spans if pos < b and pos + n > a)
+            self.result.captures.append((name, value.decode("utf-8", errors="replace"), lp))
+            self.store.append(Capture(node_id=self.node_id, name=name,
+                                      value=value.decode("utf-8", errors="replace"), log_prob=lp))

@@ -1,0 +1,76 @@
+"""Where engines send their events: the active recording session.
+
+The runner (``guidance-tui run`` / ``record``) installs a session with its
+store, the model the user named on the command line, and a cancel flag.  A
+script run with plain ``python`` gets a default session with a store of its
+own, so programs behave the same either way.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from dataclasses import dataclass, field
+
+from tracing import Message, Metric, TraceStore, get_monitor
+
+from .errors import Cancelled
+
+
+@dataclass
+class Session:
+    store: TraceStore = field(default_factory=TraceStore)
+    model: str | None = None  # --model
+    backend: str | None = None  # --backend
+    monitoring: bool = True
+    cancel_event: threading.Event = field(default_factory=threading.Event)
+    _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
+    _monitor_listener: object = None
+
+    def next_node_id(self) -> int:
+        return next(self._ids)
+
+    def check_cancelled(self) -> None:
+        if self.cancel_event.is_set():
+            raise Cancelled("run cancelled")
+
+    def start_monitoring(self) -> None:
+        """Feed the shared monitor's samples into this session's store (once)."""
+        if self.monitoring and self._monitor_listener is None:
+            store = self.store
+
+            def listener(m: Metric) -> None:
+                store.append(m)
+
+            self._monitor_listener = listener
+            get_monitor().acquire(listener)
+
+    def close(self) -> None:
+        if self._monitor_listener is not None:
+            get_monitor().release(self._monitor_listener)
+            self._monitor_listener = None
+
+    def warn(self, text: str) -> None:
+        self.store.append(Message(level="warning", text=text))
+
+
+_lock = threading.Lock()
+_active: Session | None = None
+_default: Session | None = None
+
+
+def activate(session: Session | None) -> None:
+    """Make ``session`` the one new engines record into (None: back to the default)."""
+    global _active
+    with _lock:
+        _active = session
+
+
+def current() -> Session:
+    global _default
+    with _lock:
+        if _active is not None:
+            return _active
+        if _default is None:
+            _default = Session()
+        return _default

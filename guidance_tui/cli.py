@@ -1,0 +1,96 @@
+"""The `guidance-tui` command line.
+
+Sub-commands live in their own modules and are imported only when used, so
+`record`, `info` and `export` never import Textual.  Errors the user can fix
+come out as one line on stderr and a non-zero exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_SCRIPT, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+
+class CliError(Exception):
+    """An error to print as one line (``guidance-tui: <message>``) and exit non-zero."""
+
+    def __init__(self, message: str, code: int = EXIT_ERROR) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _add_model_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", metavar="PATH",
+                   help="GGUF file or Hugging Face model directory (default: the embedded Gemma 3 270M)")
+    p.add_argument("--backend", choices=["llamacpp", "transformers"], default=None,
+                   help="engine backend (default: llamacpp for GGUF files, transformers for directories)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="guidance-tui",
+                                     description="Terminal inspector for grammar-constrained LLM generation.")
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"guidance-tui {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("run", help="run a prompt script under the inspector (plain transcript when not a terminal)")
+    p.add_argument("script")
+    p.add_argument("args", nargs=argparse.REMAINDER, help="arguments passed to the script")
+    _add_model_options(p)
+    p.add_argument("--record", metavar="FILE", help="trace file to write (default: in the user data directory)")
+    p.add_argument("--plain", action="store_true", help="print a plain transcript instead of opening the app")
+
+    p = sub.add_parser("replay", help="scrub through a recorded trace, no model needed")
+    p.add_argument("file")
+
+    p = sub.add_parser("demo", help="run a bundled example on the embedded default model")
+    p.add_argument("name", nargs="?", default="arithmetic", help="example name (default: arithmetic)")
+    _add_model_options(p)
+    p.add_argument("--record", metavar="FILE")
+    p.add_argument("--plain", action="store_true")
+
+    p = sub.add_parser("record", help="run a prompt script headless and write its trace file")
+    p.add_argument("script")
+    p.add_argument("args", nargs=argparse.REMAINDER)
+    p.add_argument("-o", "--output", metavar="FILE", help="trace file (default: in the user data directory)")
+    _add_model_options(p)
+    p.add_argument("-q", "--quiet", action="store_true", help="do not echo the transcript")
+
+    p = sub.add_parser("info", help="summarise a trace file")
+    p.add_argument("file")
+
+    p = sub.add_parser("export", help="convert a trace file")
+    p.add_argument("file")
+    p.add_argument("--format", choices=["jsonl"], default="jsonl")
+    p.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
+
+    p = sub.add_parser("model", help="assemble the embedded default model into the cache and print its path")
+    p.add_argument("--quiet", action="store_true")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        if args.command in ("info", "export"):
+            from . import cmd_inspect as mod
+        elif args.command in ("record", "model"):
+            from . import cmd_record as mod
+        else:
+            from . import cmd_app as mod
+        return getattr(mod, "cmd_" + args.command)(args)
+    except CliError as e:
+        print(f"guidance-tui: {e}", file=sys.stderr)
+        return e.code
+    except KeyboardInterrupt:
+        print("guidance-tui: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return EXIT_OK

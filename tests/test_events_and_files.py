@@ -1,0 +1,339 @@
+"""Trace events and trace files: round trips, NaN, truncation, corruption, the writer."""
+
+from __future__ import annotations
+
+import math
+import struct
+import time
+
+import msgspec
+import pytest
+
+from tracing import (
+    FORMAT_VERSION, Alt, Backtrack, Capture, GpuSample, Message, Metric, NodeClose, NodeOpen, RunEnd, RunStart,
+    Token, TokenKind, TraceFormatError, TraceStore, TraceWriter, decode_trace, encode_trace, read_trace,
+    write_trace,
+)
+from tracing.synthetic import synthetic_events
+
+NAN = float("nan")
+HEADER_SIZE = 10  # magic (8) + version (u16)
+VOCAB_TAG = 0
+
+
+def fake_clock(step_us: int = 1234):
+    t = iter(range(0, 10**15, step_us * 1000))
+    return lambda: next(t)
+
+
+def stamped(events) -> list:
+    """Events as a live store numbers and stamps them (a deterministic clock)."""
+    store = TraceStore(clock=fake_clock())
+    store.extend(events)
+    return list(store.events())
+
+
+def nan_events() -> list:
+    """A small hand-made run with NaN in every float that may be unknown."""
+    return [
+        RunStart(script="nan.py", argv=["nan.py", "--x"], model="m", backend="b", info={"k": "v"},
+                 wall_time=1700000000.25),
+        NodeOpen(node_id=1, kind="gen", name="answer", grammar="start: /[a-z]+/ " + "x" * 300),
+        Token(node_id=1, pos=0, id=5, bytes=b"Hi", kind=TokenKind.PROMPT),
+        Token(node_id=1, pos=2, id=7, bytes=b" there", prob=NAN, prob_raw=NAN,
+              top=[Alt(7, b" there", NAN, False), Alt(9, b" you", 0.25, True), Alt(300_000, b"\xf0\x9f", NAN, True)],
+              latency_us=21_000, mask_us=300, allowed=17),
+        Token(node_id=1, pos=8, id=11, bytes=b"!", kind=TokenKind.FORCED, prob=0.5, prob_raw=NAN, allowed=1),
+        Token(node_id=1, pos=9, id=70_000_000, bytes=b"\xe2\x82", prob=0.125, prob_raw=0.0625,
+              top=[Alt(3, b"a", 0.5, False), Alt(70_000_000, b"\xe2\x82", 0.125, False)]),
+        Backtrack(node_id=1, n_tokens=2, bytes=b"!\xe2\x82", reason="grammar"),
+        Capture(node_id=1, name="answer", value="Hi there", log_prob=NAN),
+        Capture(node_id=1, name="items", value="x", log_prob=-1.5, append=True),
+        Metric(cpu=12.5, ram_used=1 << 30, ram_total=8 << 30, proc_rss=300 << 20,
+               gpus=[GpuSample(0, 50.0, 1 << 30, 80 << 30, NAN)]),
+        Message(level="warning", text="a warning"),
+        NodeClose(node_id=1, stop_reason="grammar"),
+        RunEnd(status="error", error="ValueError: boom", traceback="Traceback...\n  line 1",
+               prompt_tokens=1, generated_tokens=2, forced_tokens=1),
+    ]
+
+
+def frames(data: bytes) -> list[tuple[int, int]]:
+    """(start, end) of every complete frame, parsed independently of tracing.fileformat."""
+    out = []
+    pos = HEADER_SIZE
+    while pos < len(data):
+        start, n, shift = pos, 0, 0
+        while True:
+            if pos >= len(data):
+                return out
+            b = data[pos]
+            pos += 1
+            n |= (b & 0x7F) << shift
+            shift += 7
+            if not b & 0x80:
+                break
+        if pos + n > len(data):
+            return out
+        out.append((start, pos + n))
+        pos += n
+    return out
+
+
+def payload(data: bytes, frame: tuple[int, int]) -> list:
+    start, end = frame
+    pos = start
+    while data[pos] & 0x80:
+        pos += 1
+    return msgspec.msgpack.decode(data[pos + 1:end])
+
+
+def f32(x: float) -> float:
+    return struct.unpack("<f", struct.pack("<f", x))[0]
+
+
+def same_float(a: float, b: float, rel: float, abs_tol: float = 0.0) -> bool:
+    return (math.isnan(a) and math.isnan(b)) or math.isclose(a, b, rel_tol=rel, abs_tol=abs_tol)
+
+
+def assert_same_event(a, b) -> None:
+    """Field by field; token probabilities are float32 in the file and alternatives float16."""
+    assert type(a) is type(b)
+    for name in a.__struct_fields__:
+        x, y = getattr(a, name), getattr(b, name)
+        if isinstance(a, Token) and name in ("prob", "prob_raw"):
+            assert same_float(x, y, 2**-24, 1e-45), (name, x, y)
+        elif isinstance(a, Token) and name == "top":
+            assert len(x) == len(y)
+            for p, q in zip(x, y):
+                assert (p.id, p.bytes, p.masked) == (q.id, q.bytes, q.masked)
+                # float16: 11 significant bits, steps of 2**-24 below 2**-14 (subnormals)
+                assert same_float(p.prob, q.prob, 2**-11, 2**-25), (p, q)
+        elif name == "gpus":
+            assert len(x) == len(y)
+            for p, q in zip(x, y):
+                assert (p.index, p.util, p.mem_used, p.mem_total) == (q.index, q.util, q.mem_used, q.mem_total)
+                assert same_float(p.power_w, q.power_w, 0)
+        elif isinstance(x, float):
+            assert same_float(x, y, 0), (name, x, y)
+        else:
+            assert x == y, (type(a).__name__, name, x, y)
+
+
+# -- round trips ---------------------------------------------------------------
+@pytest.mark.parametrize("source", ["synthetic", "hand-made NaN"])
+def test_file_to_store_to_file_is_byte_identical(source):
+    events = stamped(synthetic_events(2000, seed=3) if source == "synthetic" else nan_events())
+    data = encode_trace(events)
+    store = TraceStore(decode_trace(data).events)
+    assert encode_trace(store.events()) == data
+
+
+def test_nan_probabilities_survive_the_file():
+    events = decode_trace(encode_trace(stamped(nan_events()))).events
+    tokens = [e for e in events if isinstance(e, Token)]
+    assert math.isnan(tokens[1].prob) and math.isnan(tokens[1].prob_raw)
+    assert math.isnan(tokens[1].top[0].prob) and math.isnan(tokens[1].top[2].prob)
+    assert tokens[1].top[1].prob == 0.25
+    assert math.isnan(tokens[2].prob_raw) and tokens[2].prob == 0.5
+    captures = [e for e in events if isinstance(e, Capture)]
+    assert math.isnan(captures[0].log_prob) and captures[1].log_prob == -1.5
+    metric = next(e for e in events if isinstance(e, Metric))
+    assert math.isnan(metric.gpus[0].power_w)
+
+
+@pytest.mark.parametrize("source", ["synthetic", "hand-made NaN"])
+def test_live_store_to_file_to_store_keeps_every_field(source, tmp_path):
+    live = TraceStore(clock=fake_clock())
+    live.extend(synthetic_events(1500, seed=5, gpus=2) if source == "synthetic" else nan_events())
+    path = tmp_path / "run.gtt"
+    write_trace(path, live.events())
+    replay = TraceStore(read_trace(path).events)
+    assert len(replay) == len(live)
+    for a, b in zip(live.events(), replay.events()):
+        assert_same_event(a, b)
+    assert replay.text_bytes(replay.state_at(replay.last_seq)) == live.text_bytes(live.state_at(live.last_seq))
+
+
+def test_token_probabilities_are_stored_as_float32_exactly():
+    tok = Token(id=1, bytes=b"a", prob=0.1, prob_raw=1 / 3, top=[Alt(1, b"a", 0.1, False)])
+    back = decode_trace(encode_trace(stamped([tok]))).events[0]
+    assert back.prob == f32(0.1) and back.prob_raw == f32(1 / 3)
+
+
+def test_unstamped_events_keep_their_unknown_time():
+    events = decode_trace(encode_trace([Message(text="a"), Message(text="b")])).events
+    assert [(e.seq, e.t_us) for e in events] == [(0, -1), (1, -1)]
+
+
+# -- truncation --------------------------------------------------------------------
+def test_truncated_file_recovers_every_complete_frame_at_every_cut_point():
+    events = stamped(nan_events() + list(synthetic_events(25, seed=1)))
+    data = encode_trace(events)
+    bounds = frames(data)
+    assert bounds[-1][1] == len(data)
+    assert any(data[s] & 0x80 for s, _ in bounds), "want a frame whose length takes two bytes"
+    is_event = [payload(data, f)[0] != VOCAB_TAG for f in bounds]
+    full = [msgspec.msgpack.encode(e) for e in decode_trace(data).events]
+    for cut in range(HEADER_SIZE, len(data) + 1):
+        tf = decode_trace(data[:cut])
+        complete = [i for i, (_, end) in enumerate(bounds) if end <= cut]
+        last_end = bounds[complete[-1]][1] if complete else HEADER_SIZE
+        assert tf.dropped_bytes == cut - last_end, cut
+        n_events = sum(is_event[i] for i in complete)
+        assert [msgspec.msgpack.encode(e) for e in tf.events] == full[:n_events], cut
+
+
+def test_truncated_file_on_disk_is_read_with_dropped_bytes(tmp_path):
+    data = encode_trace(stamped(synthetic_events(300, seed=2)))
+    path = tmp_path / "cut.gtt"
+    path.write_bytes(data[: len(data) - 3])
+    tf = read_trace(path)
+    assert tf.dropped_bytes > 0
+    assert len(tf.events) == len(decode_trace(data).events) - 1
+
+
+# -- bad input ---------------------------------------------------------------------
+def one_line_error(exc_info) -> str:
+    msg = str(exc_info.value)
+    assert msg and "\n" not in msg
+    return msg
+
+
+def test_garbage_inside_a_frame_is_a_one_line_format_error():
+    data = bytearray(encode_trace(stamped(synthetic_events(200, seed=4))))
+    start, end = frames(bytes(data))[len(frames(bytes(data))) // 2]
+    data[start + 1:end] = b"\xc1" * (end - start - 1)  # 0xc1 is never valid msgpack
+    with pytest.raises(TraceFormatError) as e:
+        decode_trace(bytes(data), "x.gtt")
+    assert "x.gtt: corrupt frame at byte" in one_line_error(e)
+
+
+def test_garbage_between_frames_is_a_one_line_format_error():
+    data = encode_trace(stamped(synthetic_events(200, seed=4)))
+    cut = frames(data)[40][0]
+    with pytest.raises(TraceFormatError) as e:
+        decode_trace(data[:cut] + b"\xff" * 16 + data[cut:], "x.gtt")
+    assert "corrupt frame length" in one_line_error(e)
+
+
+@pytest.mark.parametrize("frame", [
+    [7, 0],  # unknown frame tag
+    [1, 0, 1, 0, 0, 0, b"\x01\x00\x63\x00\x00\x00\x00\x00" + b"\x00" * 8],  # token of an id never introduced
+    [1, 0, 1, 0, 0, 0, b"\x01"],  # token blob cut short
+    [2, 0, b"\x81\xa4type\xa4nope"],  # event of an unknown type
+    {"not": "a frame"},
+    42,
+])
+def test_well_formed_msgpack_that_is_not_a_valid_frame_is_a_format_error(frame):
+    body = msgspec.msgpack.encode(frame)
+    data = encode_trace(stamped([Message(text="ok")])) + bytes([len(body)]) + body
+    with pytest.raises(TraceFormatError) as e:
+        decode_trace(data)
+    assert "corrupt frame" in one_line_error(e)
+
+
+def test_foreign_file_is_a_one_line_format_error(tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_text("hello, this is not a trace\n" * 10)
+    with pytest.raises(TraceFormatError) as e:
+        read_trace(path)
+    assert "not a guidance-tui trace file" in one_line_error(e)
+
+
+def test_empty_file_is_a_one_line_format_error(tmp_path):
+    path = tmp_path / "empty.gtt"
+    path.write_bytes(b"")
+    with pytest.raises(TraceFormatError) as e:
+        read_trace(path)
+    assert str(path) in one_line_error(e)
+
+
+def test_file_of_a_newer_format_version_is_refused_with_the_versions():
+    data = bytearray(encode_trace(stamped(nan_events())))
+    struct.pack_into("<H", data, 8, FORMAT_VERSION + 1)
+    with pytest.raises(TraceFormatError) as e:
+        decode_trace(bytes(data), "new.gtt")
+    msg = one_line_error(e)
+    assert "newer" in msg and str(FORMAT_VERSION + 1) in msg
+
+
+def test_directory_path_is_a_one_line_format_error(tmp_path):
+    with pytest.raises(TraceFormatError) as e:
+        read_trace(tmp_path)
+    assert "is a directory" in one_line_error(e)
+
+
+def test_missing_file_is_a_one_line_format_error(tmp_path):
+    with pytest.raises(TraceFormatError) as e:
+        read_trace(tmp_path / "nope.gtt")
+    assert "no such file" in one_line_error(e)
+
+
+def test_header_only_file_is_an_empty_trace():
+    tf = decode_trace(encode_trace([]))
+    assert tf.events == [] and tf.dropped_bytes == 0 and tf.version == FORMAT_VERSION
+
+
+# -- the writer ----------------------------------------------------------------------
+def test_trace_writer_file_grows_and_is_readable_before_close(tmp_path):
+    path = tmp_path / "live.gtt"
+    store = TraceStore()
+    events = list(synthetic_events(400, seed=6))
+    writer = TraceWriter(path, store, interval=3600)  # only explicit drains in this test
+    try:
+        assert read_trace(path).events == []
+        store.extend(events[:200])
+        writer.drain()
+        size1 = path.stat().st_size
+        assert len(read_trace(path).events) == 200
+        store.extend(events[200:])
+        writer.drain()
+        assert path.stat().st_size > size1
+        assert len(read_trace(path).events) == len(events)
+        assert writer.written_seq == store.last_seq
+    finally:
+        writer.close()
+    assert path.read_bytes() == encode_trace(store.events())
+
+
+def test_trace_writer_thread_flushes_while_a_producer_appends(tmp_path):
+    path = tmp_path / "live.gtt"
+    store = TraceStore()
+    events = list(synthetic_events(3000, seed=7))
+    with TraceWriter(path, store, interval=0.005) as writer:
+        for i, ev in enumerate(events):
+            store.append(ev)
+            if i == len(events) // 2:
+                deadline = time.monotonic() + 20
+                while writer.written_seq < 0 and time.monotonic() < deadline:
+                    time.sleep(0.005)
+                assert writer.written_seq >= 0, "the background thread never wrote"
+                assert 0 < len(read_trace(path).events) <= len(store)
+    assert writer.error is None
+    assert path.read_bytes() == encode_trace(store.events())
+
+
+# -- vocabulary -------------------------------------------------------------------------
+def test_token_bytes_are_stored_once_per_id():
+    word = "a long token that repeats ".encode() * 4  # 104 bytes
+    alt = b" other"
+    events = stamped(
+        Token(pos=i * len(word), id=42, bytes=word, prob=0.5, prob_raw=0.5,
+              top=[Alt(42, word, 0.5, False), Alt(43, alt, 0.25, True)])
+        for i in range(1000))
+    data = encode_trace(events)
+    tags = [payload(data, f)[0] for f in frames(data)]
+    assert tags.count(VOCAB_TAG) == 2  # one for the token, one for the alternative
+    assert len(tags) == 1002
+    assert len(data) < 1000 * len(word) // 2
+    tf = decode_trace(data)
+    assert tf.vocab == {42: word, 43: alt}
+    assert all(e.bytes == word for e in tf.events)
+
+
+def test_an_id_seen_again_with_other_bytes_is_reintroduced():
+    events = stamped([Token(pos=0, id=1, bytes=b"a"), Token(pos=1, id=1, bytes=b"bb"), Token(pos=3, id=1, bytes=b"a")])
+    data = encode_trace(events)
+    assert [payload(data, f)[0] for f in frames(data)].count(VOCAB_TAG) == 3
+    assert [e.bytes for e in decode_trace(data).events] == [b"a", b"bb", b"a"]

@@ -1,0 +1,166 @@
+"""The event contract between engines, the trace store, trace files and the UI.
+
+Every event is a tagged msgspec Struct with a ``seq`` (assigned by the store,
+dense and increasing) and ``t_us`` (microseconds on a monotonic clock since
+the store was created).  Probabilities are floats and may be NaN (unknown);
+NaN survives every round trip because the file stores IEEE floats, never text.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Union
+
+import msgspec
+
+FORMAT_VERSION = 1
+
+_Bytes = bytes  # field types below, since fields named `bytes` shadow the builtin
+
+
+class TokenKind(enum.IntEnum):
+    PROMPT = 0  # text the program supplied
+    GENERATED = 1  # sampled by the model under the grammar mask
+    FORCED = 2  # fast-forwarded by the grammar, no sampling
+
+
+class Event(msgspec.Struct, tag_field="type", kw_only=True, omit_defaults=True):
+    seq: int = -1
+    t_us: int = -1
+
+
+class RunStart(Event, tag="run_start", kw_only=True):
+    script: str = ""
+    argv: list[str] = []
+    model: str = ""
+    backend: str = ""
+    info: dict[str, str] = {}
+    wall_time: float = 0.0  # time.time() at start, for display only
+
+
+class RunEnd(Event, tag="run_end", kw_only=True):
+    status: str = "done"  # done | error | interrupted
+    error: str = ""  # one-line message
+    traceback: str = ""  # the user's frames, formatted
+    prompt_tokens: int = 0
+    generated_tokens: int = 0
+    forced_tokens: int = 0
+
+
+class NodeOpen(Event, tag="node_open", kw_only=True):
+    """A node of the program tree.
+
+    ``parent_id`` is the structural container (0 is the run root).
+    ``base_id`` is the node whose end state this one continues from (0: the
+    empty state); a base that is not the latest state is a branch.
+    """
+
+    node_id: int
+    parent_id: int = 0
+    base_id: int = 0
+    kind: str = ""  # program | role | gen | select | regex | json | literal | tool | tool_call
+    name: str = ""
+    grammar: str = ""  # the Lark text this node lowered to, if any
+
+
+class NodeClose(Event, tag="node_close", kw_only=True):
+    node_id: int
+    stop_reason: str = ""
+
+
+class Alt(msgspec.Struct, array_like=True, gc=False):
+    """One top-k alternative, ranked by probability before the grammar mask."""
+
+    id: int
+    bytes: _Bytes
+    prob: float
+    masked: bool  # True when the grammar ruled this token out
+
+
+class Token(Event, tag="token", kw_only=True):
+    node_id: int = 0
+    pos: int = 0  # byte offset in the model's text where this token starts
+    id: int
+    bytes: _Bytes
+    kind: TokenKind = TokenKind.GENERATED
+    prob: float = float("nan")  # after the grammar mask (what was sampled from)
+    prob_raw: float = float("nan")  # before the mask
+    top: list[Alt] = []
+    latency_us: int = 0  # forward pass + sampling for this token
+    mask_us: int = 0  # grammar mask computation
+    allowed: int = -1  # size of the allowed set, -1 when unknown
+
+    @property
+    def text(self) -> str:
+        return display_text(self.bytes)
+
+
+class Backtrack(Event, tag="backtrack", kw_only=True):
+    """The last ``n_tokens`` tokens (``bytes`` of text) were taken back.
+
+    ``pos`` is where the removed text started (-1: at the end of the current
+    text), which keeps a backtrack right even after a branch switch.
+    """
+
+    node_id: int = 0
+    n_tokens: int
+    bytes: _Bytes
+    reason: str = ""  # healing | grammar | tool | stop | eos
+    pos: int = -1
+
+
+class Capture(Event, tag="capture", kw_only=True):
+    node_id: int = 0
+    name: str
+    value: str
+    log_prob: float = float("nan")
+    append: bool = False
+
+
+class GpuSample(msgspec.Struct, array_like=True, gc=False):
+    index: int
+    util: float  # percent
+    mem_used: int  # bytes
+    mem_total: int
+    power_w: float
+
+
+class Metric(Event, tag="metric", kw_only=True):
+    cpu: float  # percent of one core summed over cores / ncores, 0-100
+    ram_used: int
+    ram_total: int
+    proc_rss: int = 0
+    gpus: list[GpuSample] = []
+
+
+class Message(Event, tag="message", kw_only=True):
+    """Free text from the engine or runner: warnings, stdout of the script."""
+
+    level: str = "info"
+    text: str
+
+
+AnyEvent = Union[RunStart, RunEnd, NodeOpen, NodeClose, Token, Backtrack, Capture, Metric, Message]
+EVENT_TYPES = (RunStart, RunEnd, NodeOpen, NodeClose, Token, Backtrack, Capture, Metric, Message)
+
+
+def display_text(data: bytes) -> str:
+    """Text for a token's bytes; an incomplete UTF-8 sequence shows as <0xNN> escapes."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        out = []
+        i = 0
+        while i < len(data):
+            # Decode the longest valid run, escape one bad byte, continue.
+            for j in range(len(data), i, -1):
+                try:
+                    out.append(data[i:j].decode("utf-8"))
+                    i = j
+                    break
+                except UnicodeDecodeError:
+                    continue
+            else:
+                out.append(f"<0x{data[i]:02X}>")
+                i += 1
+        return "".join(out)

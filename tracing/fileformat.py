@@ -1,0 +1,346 @@
+"""The trace file: a header, then length-prefixed msgpack frames.
+
+Layout::
+
+    MAGIC (8 bytes) | format version (u16 little-endian) | frames...
+    frame = LEB128 length | msgpack array [tag, ...]
+
+Frame tags: ``VOCAB`` [0, id, bytes] introduces a token's bytes once, before
+the first frame that needs them; ``TOKEN`` [1, dt_us, node_id, pos_delta,
+latency_us, mask_us, blob] is the compact token (ids, probabilities and top-k
+packed into ``blob``); ``EVENT`` [2, dt_us, msgpack-of-event] is every other
+event.  Seqs are implicit (frame order); times are deltas.  Data only: no
+pickle anywhere.  A file cut short loses only its incomplete last frame.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import os
+import struct
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Iterable
+
+import msgspec
+
+from .events import FORMAT_VERSION, Alt, AnyEvent, Backtrack, Token, TokenKind
+
+MAGIC = b"\x89GTTRC\r\n"
+HEADER = struct.Struct("<8sH")
+VOCAB, TOKEN, EVENT = 0, 1, 2
+_WIDE = 0x80  # kind byte flag: token ids take 4 bytes instead of 3
+_SELF = 0x40  # kind byte flag: top[0] is the token itself (greedy), its id is not repeated
+_F32 = struct.Struct("<ff")
+_U24 = 0xFFFFFF
+
+
+class TraceFormatError(ValueError):
+    """The file is not a trace this version can read; the message is one line."""
+
+
+def _leb128(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+class FrameEncoder:
+    """Turns events (in seq order) into frames; keeps the vocabulary it has written."""
+
+    def __init__(self) -> None:
+        self._enc = msgspec.msgpack.Encoder()
+        self._vocab: dict[int, bytes] = {}
+        self._prev_t = 0
+        self._text_len = 0
+
+    def header(self) -> bytes:
+        return HEADER.pack(MAGIC, FORMAT_VERSION)
+
+    def _frame(self, payload: bytes) -> bytes:
+        return _leb128(len(payload)) + payload
+
+    def _vocab_frames(self, out: list[bytes], tid: int, data: bytes) -> None:
+        if self._vocab.get(tid) != data:
+            self._vocab[tid] = data
+            out.append(self._frame(self._enc.encode((VOCAB, tid, data))))
+
+    def encode(self, ev: AnyEvent) -> bytes:
+        out: list[bytes] = []
+        dt = ev.t_us - self._prev_t
+        self._prev_t = ev.t_us
+        if isinstance(ev, Token):
+            self._vocab_frames(out, ev.id, ev.bytes)
+            for alt in ev.top:
+                self._vocab_frames(out, alt.id, alt.bytes)
+            pos_delta = ev.pos - self._text_len
+            self._text_len = ev.pos + len(ev.bytes)
+            out.append(self._frame(self._enc.encode(
+                (TOKEN, dt, ev.node_id, pos_delta, ev.latency_us, ev.mask_us, _pack_token(ev)))))
+        else:
+            if isinstance(ev, Backtrack):
+                self._text_len = ev.pos if ev.pos >= 0 else max(0, self._text_len - len(ev.bytes))
+            bare = msgspec.structs.replace(ev, seq=-1, t_us=-1)
+            out.append(self._frame(self._enc.encode((EVENT, dt, self._enc.encode(bare)))))
+        return b"".join(out)
+
+
+def _pack_token(ev: Token) -> bytes:
+    ids = [ev.id] + [a.id for a in ev.top]
+    wide = max(ids) > _U24 or ev.allowed + 1 > _U24
+    k = len(ev.top)
+    if k > 255:
+        raise ValueError("at most 255 alternatives per token")
+    own = bool(k) and ev.top[0].id == ev.id
+    parts = [bytes((int(ev.kind) | (_WIDE if wide else 0) | (_SELF if own else 0), k))]
+    w = 4 if wide else 3
+    parts.append(ev.id.to_bytes(w, "little"))
+    parts.append((ev.allowed + 1).to_bytes(w, "little"))
+    parts.append(_F32.pack(ev.prob, ev.prob_raw))
+    if k:
+        parts.append(b"".join(a.id.to_bytes(w, "little") for a in ev.top[1 if own else 0:]))
+        parts.append(struct.pack(f"<{k}e", *(a.prob for a in ev.top)))
+        flags = 0
+        for i, a in enumerate(ev.top):
+            if a.masked:
+                flags |= 1 << i
+        parts.append(flags.to_bytes((k + 7) // 8, "little"))
+    return b"".join(parts)
+
+
+_KINDS = tuple(TokenKind)
+_HALVES = [struct.Struct(f"<{k}e") for k in range(256)]
+_DECODE_ERRORS = (msgspec.DecodeError, KeyError, ValueError, TypeError, IndexError, struct.error)
+
+
+class FrameDecoder:
+    """Inverse of :class:`FrameEncoder`."""
+
+    def __init__(self) -> None:
+        self._dec = msgspec.msgpack.Decoder()
+        self._ev_dec = msgspec.msgpack.Decoder(AnyEvent)
+        self.vocab: dict[int, bytes] = {}
+        self._t = 0
+        self._text_len = 0
+
+    def decode(self, payload: bytes, seq: int) -> AnyEvent | None:
+        """The event in one frame, or None for a vocabulary frame."""
+        frame = self._dec.decode(payload)
+        tag = frame[0]
+        if tag == TOKEN:
+            _, dt, node_id, pos_delta, lat, mask, blob = frame
+            self._t += dt
+            pos = self._text_len + pos_delta
+            ev = self._unpack_token(blob, seq, self._t, node_id, pos, lat, mask)
+            self._text_len = pos + len(ev.bytes)
+            return ev
+        if tag == VOCAB:
+            self.vocab[frame[1]] = frame[2]
+            return None
+        if tag == EVENT:
+            self._t += frame[1]
+            ev = self._ev_dec.decode(frame[2])
+            if isinstance(ev, Backtrack):
+                self._text_len = ev.pos if ev.pos >= 0 else max(0, self._text_len - len(ev.bytes))
+            ev.seq, ev.t_us = seq, self._t
+            return ev
+        raise TraceFormatError(f"unknown frame tag {tag}")
+
+    def _unpack_token(self, blob: bytes, seq: int, t_us: int, node_id: int, pos: int, lat: int,
+                      mask: int) -> Token:
+        kind, k = blob[0], blob[1]
+        from_bytes = int.from_bytes
+        vocab = self.vocab
+        if kind & _WIDE:
+            w, o = 4, 10
+            tid = from_bytes(blob[2:6], "little")
+            allowed = from_bytes(blob[6:10], "little") - 1
+        else:
+            w, o = 3, 8
+            tid = from_bytes(blob[2:5], "little")
+            allowed = from_bytes(blob[5:8], "little") - 1
+        prob, prob_raw = _F32.unpack_from(blob, o)
+        o += 8
+        top: list[Alt] = []
+        if k:
+            if kind & _SELF:
+                ids = [tid]
+                n = k - 1
+            else:
+                ids = []
+                n = k
+            ids += [from_bytes(blob[i:i + w], "little") for i in range(o, o + n * w, w)]
+            o += n * w
+            probs = _HALVES[k].unpack_from(blob, o)
+            o += 2 * k
+            flags = from_bytes(blob[o:o + (k + 7) // 8], "little")
+            if len(blob) < o + (k + 7) // 8:
+                raise IndexError("token blob too short")
+            if flags:
+                top = [Alt(i, vocab[i], p, bool(flags >> j & 1)) for j, (i, p) in enumerate(zip(ids, probs))]
+            else:
+                top = [Alt(i, vocab[i], p, False) for i, p in zip(ids, probs)]
+        return Token(seq=seq, t_us=t_us, node_id=node_id, pos=pos, id=tid, bytes=vocab[tid],
+                     kind=_KINDS[kind & 0x3F], prob=prob, prob_raw=prob_raw, top=top,
+                     latency_us=lat, mask_us=mask, allowed=allowed)
+
+
+@dataclass
+class TraceFile:
+    """What :func:`read_trace` found."""
+
+    events: list[AnyEvent]
+    version: int
+    dropped_bytes: int  # bytes of an incomplete last frame (a truncated file)
+    vocab: dict[int, bytes]
+
+
+def read_trace(path: str | os.PathLike) -> TraceFile:
+    """Read a whole trace file; raise :class:`TraceFormatError` on foreign or corrupt data."""
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise TraceFormatError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise TraceFormatError(f"{path}: is a directory") from None
+    except OSError as e:
+        raise TraceFormatError(f"{path}: cannot read ({e.strerror})") from None
+    return decode_trace(data, str(path))
+
+
+def decode_trace(data: bytes, name: str = "trace") -> TraceFile:
+    if len(data) < HEADER.size or data[:8] != MAGIC:
+        raise TraceFormatError(f"{name}: not a guidance-tui trace file")
+    _, version = HEADER.unpack_from(data)
+    if version > FORMAT_VERSION:
+        raise TraceFormatError(
+            f"{name}: written by a newer guidance-tui (format {version}; this version reads up to {FORMAT_VERSION})")
+    dec = FrameDecoder()
+    decode = dec.decode
+    events: list[AnyEvent] = []
+    append = events.append
+    view = memoryview(data)
+    pos, end = HEADER.size, len(data)
+    dropped = 0
+    with _gc_paused():  # hundreds of thousands of small objects: no cycles to find
+        while pos < end:
+            start = pos
+            n = data[pos]
+            pos += 1
+            if n & 0x80:  # a length of 128 bytes or more takes several LEB128 bytes
+                n &= 0x7F
+                shift = 7
+                while True:
+                    if pos >= end:
+                        n = -1
+                        break
+                    b = data[pos]
+                    pos += 1
+                    n |= (b & 0x7F) << shift
+                    if not b & 0x80:
+                        break
+                    shift += 7
+                    if shift > 35:
+                        raise TraceFormatError(f"{name}: corrupt frame length at byte {start}")
+            if n < 0 or pos + n > end:
+                dropped = end - start  # the writer was stopped mid-frame
+                break
+            try:
+                ev = decode(view[pos:pos + n], len(events))
+            except _DECODE_ERRORS as e:
+                raise TraceFormatError(f"{name}: corrupt frame at byte {start} ({type(e).__name__})") from None
+            pos += n
+            if ev is not None:
+                append(ev)
+    return TraceFile(events, version, dropped, dec.vocab)
+
+
+@contextlib.contextmanager
+def _gc_paused():
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def encode_trace(events: Iterable[AnyEvent]) -> bytes:
+    enc = FrameEncoder()
+    return enc.header() + b"".join(enc.encode(ev) for ev in events)
+
+
+def write_trace(path: str | os.PathLike, events: Iterable[AnyEvent]) -> None:
+    """Write a whole trace at once (export, tests)."""
+    Path(path).write_bytes(encode_trace(events))
+
+
+class TraceWriter:
+    """Follows a store and appends its events to a file from a background thread.
+
+    Flushes every ``interval`` seconds (a killed process loses at most that),
+    and drains everything on :meth:`close`.  The producer never waits on I/O.
+    """
+
+    def __init__(self, path: str | os.PathLike, store, *, interval: float = 0.25) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._store = store
+        self._interval = interval
+        self._enc = FrameEncoder()
+        self._fh: BinaryIO = open(self.path, "wb")
+        self._fh.write(self._enc.header())
+        self._fh.flush()
+        self._written = -1
+        self._stop = threading.Event()
+        self._io_lock = threading.Lock()
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._loop, name="trace-writer", daemon=True)
+        self._thread.start()
+
+    @property
+    def written_seq(self) -> int:
+        return self._written
+
+    def drain(self) -> None:
+        """Write and flush everything the store has now."""
+        with self._io_lock:
+            if self._fh.closed:
+                return
+            batch = self._store.since(self._written)
+            if batch:
+                self._fh.write(b"".join(self._enc.encode(ev) for ev in batch))
+                self._written = batch[-1].seq
+            self._fh.flush()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                self.drain()
+            except Exception as e:  # keep the run going; close() reports it
+                self.error = e
+                return
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.drain()
+        with self._io_lock:
+            if not self._fh.closed:
+                os.fsync(self._fh.fileno())
+                self._fh.close()
+
+    def __enter__(self) -> "TraceWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
