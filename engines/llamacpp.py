@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import os
 import threading
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -94,7 +95,9 @@ class LlamaCppBackend(Backend):
             if tok is None:
                 from llguidance.llamacpp import lltokenizer_from_vocab
 
-                tok = lltokenizer_from_vocab(self._vocab, n_vocab=self.vocab_size, eos_token=list(self.eos_ids))
+                with warnings.catch_warnings():  # one deprecation warning per token otherwise (262k)
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                    tok = lltokenizer_from_vocab(self._vocab, n_vocab=self.vocab_size, eos_token=list(self.eos_ids))
                 _tokenizer_cache[self.model_id] = tok
             return tok
 

@@ -229,11 +229,14 @@ class _Call:
             except (ValueError, RuntimeError) as e:  # e.g. the stop= panic in llguidance 1.9.1
                 raise EngineError(f"llguidance: {one_line(e)}") from None
             self._append_ids([tid])
-            if bt == 0 and ff[:1] == [tid]:
+            is_eos = tid in backend.eos_ids
+            if is_eos and ff[:1] == [tid]:  # llguidance 1.9.1 echoes an accepted EOS: it is no text
+                ff = ff[1:]
+            if bt == 0 and ff[:1] == [tid] and not is_eos:
                 self.pending = list(ff[1:])
                 self._append_ids(self.pending)
             else:  # the sampled token is hidden, maybe with earlier ones: a backtrack
-                reason = "eos" if tid in backend.eos_ids else ("stop" if not ff else "grammar")
+                reason = "eos" if is_eos else ("stop" if not ff else "grammar")
                 self.backtrack(self._drop_ids(bt + 1), bt + 1, reason)
                 self.pending = list(ff)
                 self._append_ids(self.pending)

@@ -94,7 +94,7 @@ def summarize(tf: TraceFile, path: str = "") -> list[str]:
         ("backtracks", str(backtracks)),
         ("captures", str(captures)),
         ("nodes", str(nodes)),
-        ("duration", "unknown" if t_min is None else f"{(t_max - t_min) / 1e6:.3f} s"),
+        ("duration", "unknown" if t_min is None else _duration((t_max - t_min) / 1e6)),
         ("model", (start.model or "-") if start else "unknown (no run start)"),
         ("backend", (start.backend or "-") if start else "unknown (no run start)"),
         ("script", (start.script or "-") if start else "unknown (no run start)"),
@@ -106,6 +106,16 @@ def summarize(tf: TraceFile, path: str = "") -> list[str]:
         rows.append(("warning", _truncation_note(tf)))
     width = max(len(k) for k, _ in rows) + 1
     return [f"{k + ':':<{width}} {v}" for k, v in rows]
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.3f} s"
+    minutes, sec = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{int(minutes)} min {sec:.1f} s"
+    hours, minutes = divmod(int(minutes), 60)
+    return f"{hours} h {minutes} min {int(sec)} s"
 
 
 def _one_line(text: str) -> str:

@@ -11,8 +11,8 @@ import pytest
 
 from tracing import (
     FORMAT_VERSION, Alt, Backtrack, Capture, GpuSample, Message, Metric, NodeClose, NodeOpen, RunEnd, RunStart,
-    Token, TokenKind, TraceFormatError, TraceStore, TraceWriter, decode_trace, encode_trace, read_trace,
-    write_trace,
+    Token, TokenKind, TraceFormatError, TraceStore, TraceWriter, decode_trace, display_text, encode_trace,
+    read_trace, write_trace,
 )
 from tracing.synthetic import synthetic_events
 
@@ -47,6 +47,8 @@ def nan_events() -> list:
         Token(node_id=1, pos=9, id=70_000_000, bytes=b"\xe2\x82", prob=0.125, prob_raw=0.0625,
               top=[Alt(3, b"a", 0.5, False), Alt(70_000_000, b"\xe2\x82", 0.125, False)]),
         Backtrack(node_id=1, n_tokens=2, bytes=b"!\xe2\x82", reason="grammar"),
+        Backtrack(node_id=1, n_tokens=1, bytes=b" there", pos=2, reason="tool"),
+        Token(node_id=1, pos=2, id=7, bytes=b" there", prob=0.5, prob_raw=0.5),
         Capture(node_id=1, name="answer", value="Hi there", log_prob=NAN),
         Capture(node_id=1, name="items", value="x", log_prob=-1.5, append=True),
         Metric(cpu=12.5, ram_used=1 << 30, ram_total=8 << 30, proc_rss=300 << 20,
@@ -337,3 +339,33 @@ def test_an_id_seen_again_with_other_bytes_is_reintroduced():
     data = encode_trace(events)
     assert [payload(data, f)[0] for f in frames(data)].count(VOCAB_TAG) == 3
     assert [e.bytes for e in decode_trace(data).events] == [b"a", b"bb", b"a"]
+
+
+@pytest.mark.parametrize("tid, allowed", [(5, -1), (5, 2**24), (2**24 + 5, 17), (300_000, 0)])
+@pytest.mark.parametrize("own", [True, False])
+def test_token_with_many_alternatives_round_trips(tid, allowed, own):
+    alt_ids = ([tid] if own else []) + [1000 + i for i in range(12 - own)]
+    top = [Alt(a, f"w{a}".encode(), 1 / (i + 2), i in (1, 9, 11)) for i, a in enumerate(alt_ids)]
+    tok = Token(pos=0, id=tid, bytes=f"w{tid}".encode(), prob=0.5, prob_raw=NAN, top=top, allowed=allowed,
+                kind=TokenKind.GENERATED, latency_us=7, mask_us=3, node_id=4)
+    back = decode_trace(encode_trace(stamped([tok]))).events[0]
+    assert_same_event(stamped([tok])[0], back)
+    assert [a.masked for a in back.top] == [i in (1, 9, 11) for i in range(12)]
+
+
+# -- display text -------------------------------------------------------------------------
+@pytest.mark.parametrize("data, text", [
+    (b" caf\xc3\xa9", " café"),
+    (b"\xf0\x9f", "<0xF0><0x9F>"),  # the first half of an emoji
+    (b"\x98\x80 ok", "<0x98><0x80> ok"),  # its second half
+    (b"a\xe2\xe2\x82\xac", "a<0xE2>€"),
+    (b"", ""),
+])
+def test_display_text_escapes_bytes_that_are_not_a_whole_character(data, text):
+    assert display_text(data) == text
+    assert Token(id=1, bytes=data).text == text
+
+
+def test_display_text_of_long_binary_data_escapes_every_byte():
+    data = bytes(range(0x80, 0x100)) * 16  # no valid character anywhere (cubic time before the fix)
+    assert display_text(data) == "".join(f"<0x{b:02X}>" for b in data)

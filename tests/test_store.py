@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 
 import pytest
 
@@ -39,6 +40,8 @@ def test_concurrent_producers_get_dense_unique_seqs():
                 last = batch[-1].seq
             elif finished:
                 return
+            else:
+                time.sleep(0.001)  # a consumer polls on a timer, like the UI
 
     threads = [threading.Thread(target=produce, args=(t,)) for t in range(n_threads)]
     reader = threading.Thread(target=consume)
@@ -74,6 +77,7 @@ def test_since_returns_events_after_a_seq_oldest_first():
     assert [e.seq for e in store.since(-1)] == list(range(10))
     assert [e.seq for e in store.since(6)] == [7, 8, 9]
     assert store.since(9) == [] and store.since(50) == []
+    assert [e.seq for e in store.since(-5)] == list(range(10))  # before the start means everything
 
 
 def test_since_with_a_limit_drains_everything_in_batches():
@@ -102,8 +106,8 @@ def naive_states(events) -> list[dict]:
             counts["tokens"] += 1
             key = {TokenKind.GENERATED: "generated", TokenKind.FORCED: "forced", TokenKind.PROMPT: "prompt"}
             counts[key[ev.kind]] += 1
-        elif isinstance(ev, Backtrack):
-            del text[max(0, len(text) - len(ev.bytes)):]
+        elif isinstance(ev, Backtrack):  # text from pos on, or the last len(bytes) bytes, is taken back
+            del text[ev.pos if ev.pos >= 0 else max(0, len(text) - len(ev.bytes)):]
             counts["backtracks"] += 1
         elif isinstance(ev, NodeOpen):
             open_nodes.append(ev.node_id)
@@ -134,10 +138,14 @@ def random_events(n: int, seed: int) -> list:
             out.append(Token(node_id=open_[-1] if open_ else 0, pos=pos, id=rng.randrange(1000), bytes=data,
                              kind=rng.choice(list(TokenKind))))
             text_len = pos + len(data)
-        elif r < 0.7:
+        elif r < 0.65:
             k = rng.randint(0, min(text_len, 9) + 2)
             out.append(Backtrack(n_tokens=1, bytes=b"x" * k, reason="grammar"))
             text_len = max(0, text_len - k)
+        elif r < 0.7:  # a backtrack that says where the removed text started
+            pos = rng.randint(max(0, text_len - 12), text_len)
+            out.append(Backtrack(n_tokens=1, bytes=b"x" * (text_len - pos), pos=pos, reason="tool"))
+            text_len = pos
         elif r < 0.8:
             out.append(NodeOpen(node_id=next_node, parent_id=open_[-1] if open_ else 0, kind="gen"))
             open_.append(next_node)

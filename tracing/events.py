@@ -8,6 +8,7 @@ NaN survives every round trip because the file stores IEEE floats, never text.
 
 from __future__ import annotations
 
+import codecs
 import enum
 from typing import Union
 
@@ -144,23 +145,15 @@ AnyEvent = Union[RunStart, RunEnd, NodeOpen, NodeClose, Token, Backtrack, Captur
 EVENT_TYPES = (RunStart, RunEnd, NodeOpen, NodeClose, Token, Backtrack, Capture, Metric, Message)
 
 
+def _hex_escape(err: UnicodeDecodeError) -> tuple[str, int]:
+    return "".join(f"<0x{b:02X}>" for b in err.object[err.start:err.end]), err.end
+
+
+# One pass of the UTF-8 decoder; bytes that are not part of a valid character
+# become <0xNN>.  (Retrying every sub-slice took cubic time on binary data.)
+codecs.register_error("tracing.hex_escape", _hex_escape)
+
+
 def display_text(data: bytes) -> str:
     """Text for a token's bytes; an incomplete UTF-8 sequence shows as <0xNN> escapes."""
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        out = []
-        i = 0
-        while i < len(data):
-            # Decode the longest valid run, escape one bad byte, continue.
-            for j in range(len(data), i, -1):
-                try:
-                    out.append(data[i:j].decode("utf-8"))
-                    i = j
-                    break
-                except UnicodeDecodeError:
-                    continue
-            else:
-                out.append(f"<0x{data[i]:02X}>")
-                i += 1
-        return "".join(out)
+    return bytes(data).decode("utf-8", "tracing.hex_escape")

@@ -22,7 +22,7 @@ import struct
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterable
+from typing import BinaryIO, Callable, Iterable
 
 import msgspec
 
@@ -117,8 +117,34 @@ def _pack_token(ev: Token) -> bytes:
 
 
 _KINDS = tuple(TokenKind)
-_HALVES = [struct.Struct(f"<{k}e") for k in range(256)]
 _DECODE_ERRORS = (msgspec.DecodeError, KeyError, ValueError, TypeError, IndexError, struct.error)
+_BLOB_LAYOUTS: dict[tuple[int, int], struct.Struct] = {}
+
+
+def _blob_layout(flags: int, k: int) -> struct.Struct:
+    """The whole token blob as one struct: 3-byte ids read as (u16, u8) pairs."""
+    key = (flags, k)
+    layout = _BLOB_LAYOUTS.get(key)
+    if layout is None:
+        uid = "I" if flags & _WIDE else "HB"
+        n = k - 1 if (k and flags & _SELF) else k
+        fmt = "<BB" + uid * 2 + "ff" + uid * n + "e" * k + (f"{(k + 7) // 8}s" if k else "")
+        layout = _BLOB_LAYOUTS[key] = struct.Struct(fmt)
+    return layout
+
+
+_MASK_BITS: dict[tuple[int, bytes], tuple[bool, ...]] = {}
+
+
+def _mask_bits(k: int, flags: bytes) -> tuple[bool, ...]:
+    """The ``masked`` flags of ``k`` alternatives, from their bit set (cached for top-k <= 8)."""
+    bits = _MASK_BITS.get((k, flags))
+    if bits is None:
+        n = int.from_bytes(flags, "little")
+        bits = tuple(bool(n >> j & 1) for j in range(k))
+        if k <= 8:
+            _MASK_BITS[(k, flags)] = bits
+    return bits
 
 
 class FrameDecoder:
@@ -154,43 +180,120 @@ class FrameDecoder:
             return ev
         raise TraceFormatError(f"unknown frame tag {tag}")
 
+    def decode_frames(self, data: bytes, pos: int, name: str) -> tuple[list[AnyEvent], int]:
+        """Every complete frame from ``pos`` on: (events, bytes of an incomplete last frame).
+
+        The same as calling :meth:`decode` frame by frame, with the loop state
+        kept in locals: reading a long trace is dominated by this loop.
+        """
+        raw = self._dec.decode
+        ev_dec = self._ev_dec.decode
+        unpack = self._unpack_token
+        vocab = self.vocab
+        t, text_len = self._t, self._text_len
+        events: list[AnyEvent] = []
+        append = events.append
+        view = memoryview(data)
+        end = len(data)
+        dropped = seq = 0
+        while pos < end:
+            start = pos
+            n = data[pos]
+            pos += 1
+            if n & 0x80:  # a length of 128 bytes or more takes several LEB128 bytes
+                n &= 0x7F
+                shift = 7
+                while True:
+                    if pos >= end:
+                        n = -1
+                        break
+                    b = data[pos]
+                    pos += 1
+                    n |= (b & 0x7F) << shift
+                    if not b & 0x80:
+                        break
+                    shift += 7
+                    if shift > 35:
+                        raise TraceFormatError(f"{name}: corrupt frame length at byte {start}")
+            if n < 0 or pos + n > end:
+                dropped = end - start  # the writer was stopped mid-frame
+                break
+            try:
+                frame = raw(view[pos:pos + n])
+                tag = frame[0]
+                if tag == TOKEN:
+                    _, dt, node_id, pos_delta, lat, mask, blob = frame
+                    t += dt
+                    text_pos = text_len + pos_delta
+                    ev = unpack(blob, seq, t, node_id, text_pos, lat, mask)
+                    text_len = text_pos + len(ev.bytes)
+                    append(ev)
+                    seq += 1
+                elif tag == VOCAB:
+                    vocab[frame[1]] = frame[2]
+                elif tag == EVENT:
+                    t += frame[1]
+                    ev = ev_dec(frame[2])
+                    if isinstance(ev, Backtrack):
+                        text_len = ev.pos if ev.pos >= 0 else max(0, text_len - len(ev.bytes))
+                    ev.seq, ev.t_us = seq, t
+                    append(ev)
+                    seq += 1
+                else:
+                    raise TraceFormatError(f"unknown frame tag {tag}")
+            except _DECODE_ERRORS as e:
+                raise TraceFormatError(f"{name}: corrupt frame at byte {start} ({type(e).__name__})") from None
+            pos += n
+        self._t, self._text_len = t, text_len
+        return events, dropped
+
     def _unpack_token(self, blob: bytes, seq: int, t_us: int, node_id: int, pos: int, lat: int,
                       mask: int) -> Token:
-        kind, k = blob[0], blob[1]
-        from_bytes = int.from_bytes
-        vocab = self.vocab
-        if kind & _WIDE:
-            w, o = 4, 10
-            tid = from_bytes(blob[2:6], "little")
-            allowed = from_bytes(blob[6:10], "little") - 1
-        else:
-            w, o = 3, 8
-            tid = from_bytes(blob[2:5], "little")
-            allowed = from_bytes(blob[5:8], "little") - 1
-        prob, prob_raw = _F32.unpack_from(blob, o)
-        o += 8
-        top: list[Alt] = []
-        if k:
-            if kind & _SELF:
-                ids = [tid]
-                n = k - 1
-            else:
-                ids = []
-                n = k
-            ids += [from_bytes(blob[i:i + w], "little") for i in range(o, o + n * w, w)]
-            o += n * w
-            probs = _HALVES[k].unpack_from(blob, o)
-            o += 2 * k
-            flags = from_bytes(blob[o:o + (k + 7) // 8], "little")
-            if len(blob) < o + (k + 7) // 8:
-                raise IndexError("token blob too short")
-            if flags:
-                top = [Alt(i, vocab[i], p, bool(flags >> j & 1)) for j, (i, p) in enumerate(zip(ids, probs))]
-            else:
-                top = [Alt(i, vocab[i], p, False) for i, p in zip(ids, probs)]
-        return Token(seq=seq, t_us=t_us, node_id=node_id, pos=pos, id=tid, bytes=vocab[tid],
-                     kind=_KINDS[kind & 0x3F], prob=prob, prob_raw=prob_raw, top=top,
-                     latency_us=lat, mask_us=mask, allowed=allowed)
+        key = (blob[0] & (_WIDE | _SELF), blob[1])
+        unpack = _UNPACKERS.get(key) or _make_unpacker(*key)
+        return unpack(blob, self.vocab, seq, t_us, node_id, pos, lat, mask)
+
+
+_UNPACKERS: dict[tuple[int, int], Callable[..., Token]] = {}
+
+
+def _make_unpacker(shape: int, k: int) -> Callable[..., Token]:
+    """A function that turns one token blob of this shape (id width, greedy flag, k) into a Token.
+
+    Reading a trace is dominated by this step, so it is generated once per
+    shape with every index a constant: one struct call for the whole blob,
+    no loops or slices (about 30 % faster than a generic version).  Only the
+    two integers ``shape`` and ``k`` go into the generated source.
+    """
+    shape, k = int(shape), int(k)
+    own = bool(k and shape & _SELF)
+    n = k - 1 if own else k  # ids stored for the alternatives
+    if shape & _WIDE:
+        tid, allowed, prob, prob_raw = "v[2]", "v[3] - 1", "v[4]", "v[5]"
+        alt_ids = [f"v[{6 + i}]" for i in range(n)]
+        e = 6 + n
+    else:  # 3-byte ids are read as (u16, u8) pairs
+        tid, allowed, prob, prob_raw = "v[2] | v[3] << 16", "(v[4] | v[5] << 16) - 1", "v[6]", "v[7]"
+        alt_ids = [f"v[{8 + 2 * i}] | v[{9 + 2 * i}] << 16" for i in range(n)]
+        e = 8 + 2 * n
+    src = ["def unpack(blob, vocab, seq, t_us, node_id, pos, lat, mask):",
+           "    v = layout.unpack_from(blob)",
+           f"    tid = {tid}"]
+    src += [f"    a{i} = {x}" for i, x in enumerate(alt_ids)]
+    if k:
+        names = (["tid"] if own else []) + [f"a{i}" for i in range(n)]
+        src.append(f"    m = _MASK_BITS.get(({k}, v[{e + k}])) or _mask_bits({k}, v[{e + k}])")
+        top = "[" + ", ".join(f"Alt({x}, vocab[{x}], v[{e + j}], m[{j}])" for j, x in enumerate(names)) + "]"
+    else:
+        top = "[]"
+    src.append(f"    return Token(seq=seq, t_us=t_us, node_id=node_id, pos=pos, id=tid, bytes=vocab[tid], "
+               f"kind=_KINDS[v[0] & 0x3F], prob={prob}, prob_raw={prob_raw}, top={top}, "
+               f"latency_us=lat, mask_us=mask, allowed={allowed})")
+    namespace = {"Alt": Alt, "Token": Token, "_KINDS": _KINDS, "_MASK_BITS": _MASK_BITS,
+                 "_mask_bits": _mask_bits, "layout": _blob_layout(shape, k)}
+    exec("\n".join(src), namespace)
+    unpack = _UNPACKERS[(shape, k)] = namespace["unpack"]
+    return unpack
 
 
 @dataclass
@@ -224,42 +327,8 @@ def decode_trace(data: bytes, name: str = "trace") -> TraceFile:
         raise TraceFormatError(
             f"{name}: written by a newer guidance-tui (format {version}; this version reads up to {FORMAT_VERSION})")
     dec = FrameDecoder()
-    decode = dec.decode
-    events: list[AnyEvent] = []
-    append = events.append
-    view = memoryview(data)
-    pos, end = HEADER.size, len(data)
-    dropped = 0
-    with _gc_paused():  # hundreds of thousands of small objects: no cycles to find
-        while pos < end:
-            start = pos
-            n = data[pos]
-            pos += 1
-            if n & 0x80:  # a length of 128 bytes or more takes several LEB128 bytes
-                n &= 0x7F
-                shift = 7
-                while True:
-                    if pos >= end:
-                        n = -1
-                        break
-                    b = data[pos]
-                    pos += 1
-                    n |= (b & 0x7F) << shift
-                    if not b & 0x80:
-                        break
-                    shift += 7
-                    if shift > 35:
-                        raise TraceFormatError(f"{name}: corrupt frame length at byte {start}")
-            if n < 0 or pos + n > end:
-                dropped = end - start  # the writer was stopped mid-frame
-                break
-            try:
-                ev = decode(view[pos:pos + n], len(events))
-            except _DECODE_ERRORS as e:
-                raise TraceFormatError(f"{name}: corrupt frame at byte {start} ({type(e).__name__})") from None
-            pos += n
-            if ev is not None:
-                append(ev)
+    with _gc_paused():  # hundreds of thousands of small objects, none in a cycle
+        events, dropped = dec.decode_frames(data, HEADER.size, name)
     return TraceFile(events, version, dropped, dec.vocab)
 
 

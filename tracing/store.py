@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import bisect
 import threading
+from array import array
 import time
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
@@ -18,6 +19,7 @@ from typing import Iterable, Sequence
 from .events import AnyEvent, Backtrack, Metric, NodeClose, NodeOpen, RunEnd, RunStart, Token, TokenKind
 
 CHECKPOINT_EVERY = 256
+_GENERATED, _FORCED = TokenKind.GENERATED, TokenKind.FORCED  # plain lookups on the hot path
 
 
 @dataclass(frozen=True)
@@ -94,9 +96,10 @@ class _Builder:
                 segments.append((a, b))
             self.text_len += b - a
             self.tokens += 1
-            if ev.kind == TokenKind.GENERATED:
+            kind = ev.kind
+            if kind == _GENERATED:
                 self.generated += 1
-            elif ev.kind == TokenKind.FORCED:
+            elif kind == _FORCED:
                 self.forced += 1
             else:
                 self.prompt += 1
@@ -126,15 +129,29 @@ class TraceStore:
         self._t0 = clock()
         # seq lists per event type, for jumps (next backtrack, tokens only...).
         self._index: dict[type, list[int]] = {}
-        # Lazily built: byte log offsets per Token seq and the checkpoints.
+        # Lazily built: the byte log, its length before each seq, the checkpoints.
         self._cp_lock = threading.Lock()
         self._log = bytearray()
-        self._log_at: dict[int, int] = {}
+        self._log_at = array("q")  # 8 bytes per event
         self._checkpoints: list[State] = [State()]
         self._built = _Builder()
         self._built_upto = -1
-        for ev in events:
-            self.append(ev, stamp=False)
+        self._load(events)
+
+    def _load(self, events: Iterable[AnyEvent]) -> None:
+        """``append(ev, stamp=False)`` for each event, under one lock (replaying a file)."""
+        with self._lock:
+            store, index = self._events, self._index
+            for ev in events:
+                seq = len(store)
+                ev.seq = seq
+                if ev.t_us < 0:
+                    ev.t_us = (self._clock() - self._t0) // 1000
+                store.append(ev)
+                seqs = index.get(type(ev))
+                if seqs is None:
+                    seqs = index[type(ev)] = []
+                seqs.append(seq)
 
     # -- producers -----------------------------------------------------
     def append(self, event: AnyEvent, *, stamp: bool = True) -> int:
@@ -165,6 +182,7 @@ class TraceStore:
 
     def since(self, seq: int, limit: int | None = None) -> list[AnyEvent]:
         """Events with seq > ``seq``, oldest first, at most ``limit`` of them."""
+        seq = max(seq, -1)  # a negative slice start would count from the end
         end = len(self._events) if limit is None else min(len(self._events), seq + 1 + limit)
         return self._events[seq + 1 : end]
 
@@ -200,15 +218,16 @@ class TraceStore:
     def _build_to(self, seq: int) -> None:
         """Extend the log and checkpoints to cover events up to ``seq``."""
         with self._cp_lock:
-            events = self._events
+            events, log, log_at = self._events, self._log, self._log_at
             b = self._built
+            apply = b.apply
             for s in range(self._built_upto + 1, min(seq, len(events) - 1) + 1):
                 ev = events[s]
-                start = len(self._log)
+                start = len(log)
+                log_at.append(start)
                 if isinstance(ev, Token):
-                    self._log_at[s] = start
-                    self._log += ev.bytes
-                b.apply(ev, start)
+                    log += ev.bytes
+                apply(ev, start)
                 self._built_upto = s
                 if (s + 1) % CHECKPOINT_EVERY == 0:
                     self._checkpoints.append(b.freeze(s))
@@ -224,7 +243,7 @@ class TraceStore:
             return cp
         b = _Builder.from_state(cp)
         for s in range(cp.seq + 1, seq + 1):
-            b.apply(self._events[s], self._log_at.get(s, 0))
+            b.apply(self._events[s], self._log_at[s])
         return b.freeze(seq)
 
     def text_bytes(self, state: State) -> bytes:
