@@ -20,6 +20,19 @@ from .backend import Backend, common_prefix
 from .errors import ContextOverflow, EngineError, ModelLoadError
 
 _tokenizer_cache: dict[str, object] = {}
+_log_callback = None
+
+
+def _silence_llama_log(llama_cpp) -> None:
+    """llama.cpp prints notices to stderr even with verbose=False; they would cut into our output."""
+    global _log_callback
+    if _log_callback is None:
+        @llama_cpp.llama_log_callback
+        def _quiet(level, text, user_data):  # noqa: ARG001
+            pass
+
+        _log_callback = _quiet  # keep a reference: the C side holds only the pointer
+        llama_cpp.llama_log_set(_log_callback, ctypes.c_void_p(0))
 _tokenizer_lock = threading.Lock()
 
 
@@ -31,6 +44,8 @@ class LlamaCppBackend(Backend):
         import llama_cpp
 
         self._ll = llama_cpp
+        if not verbose:
+            _silence_llama_log(llama_cpp)
         path = Path(path).expanduser()
         if not path.exists():
             raise ModelLoadError(f"model not found: {path}")
@@ -56,7 +71,7 @@ class LlamaCppBackend(Backend):
         self._vocab = self._model.vocab
         self._mem = llama_cpp.llama_get_memory(self._ctx)
         self.n_ctx = self._llm.n_ctx()
-        self.n_batch = n_batch
+        self.n_batch = self._llm.n_batch  # llama-cpp-python clamps it to n_ctx
         self.vocab_size = self._llm.n_vocab()
         self.bos_id = self._model.token_bos()
         eos = {self._model.token_eos(), self._model.token_eot()}
@@ -66,7 +81,7 @@ class LlamaCppBackend(Backend):
             if len(ids) == 1:
                 eos.add(ids[0])
         self.eos_ids = tuple(sorted(i for i in eos if i is not None and i >= 0))
-        self._batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
+        self._batch = llama_cpp.llama_batch_init(self.n_batch, 0, 1)
         self._cached: list[int] = []
         self._piece_buf = ctypes.create_string_buffer(256)
         self._bytes_cache: dict[int, bytes] = {}

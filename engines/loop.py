@@ -80,9 +80,17 @@ class Engine:
             pos += len(b)
 
     def run(self, text: bytes, lark: str, node_id: int, *,
-            stop_check: Callable[[bytes], int | None] | None = None) -> CallResult:
-        """Extend ``text`` under the grammar ``lark``; returns the new text and captures."""
-        return _Call(self, text, lark, node_id, stop_check).run()
+            stop_check: Callable[[bytes], int | None] | None = None,
+            temperature: float | None = None) -> CallResult:
+        """Extend ``text`` under the grammar ``lark``; returns the new text and captures.
+
+        ``temperature`` applies where llguidance reports none (it does not for
+        every terminal); otherwise the engine's default (greedy) does.
+        """
+        call = _Call(self, text, lark, node_id, stop_check)
+        if temperature is not None:
+            call.temperature = temperature
+        return call.run()
 
     def bitmask(self, n_vocab: int) -> np.ndarray:
         if self._bitmask is None or self._bitmask.shape[1] * 32 < n_vocab:
@@ -109,10 +117,13 @@ class _Call:
         self.spans: list[tuple[int, int, float]] = []  # (pos, len, log-prob) of kept sampled/forced tokens
         self.result = CallResult(b"")
         self.raw_captures: list[tuple[str, bytes]] = []
+        self.temperature = self.opts.temperature
         tok = self.backend.ll_tokenizer()
         try:
-            self.interp = llguidance.LLInterpreter(tok, lark, enable_backtrack=self.opts.enable_backtrack,
-                                                   enable_ff_tokens=self.opts.enable_ff_tokens, log_level=0)
+            # llguidance cannot backtrack without fast-forward tokens: the ff switch turns both off.
+            self.interp = llguidance.LLInterpreter(
+                tok, lark, enable_backtrack=self.opts.enable_backtrack and self.opts.enable_ff_tokens,
+                enable_ff_tokens=self.opts.enable_ff_tokens, log_level=0)
         except (ValueError, RuntimeError) as e:
             raise GrammarError(f"invalid grammar: {one_line(e)}") from None
         self.n_vocab = tok.vocab_size
@@ -213,7 +224,7 @@ class _Call:
             if n_allowed == 0:
                 raise EngineError("the grammar allows no token here (llguidance returned an empty mask)")
             st = analyse(rows[-1], allowed, opts.top_k if opts.token_stats else 1)
-            temperature = info.get("temperature") or opts.temperature
+            temperature = info.get("temperature") or self.temperature
             tid = sample(st, allowed, temperature, self.engine.rng)
             now = time.perf_counter_ns()
             if opts.token_stats:

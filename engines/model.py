@@ -189,7 +189,9 @@ class Model:
         lark = to_lark(g)
         node = self._open(kind or main_kind(g), name if name is not None else g.label, lark)
         try:
-            res = self.engine.run(self._text, lark, node, stop_check=stop_check)
+            temps = [n.temperature for n in g.walk() if isinstance(n, Gen) and n.temperature is not None]
+            res = self.engine.run(self._text, lark, node, stop_check=stop_check,
+                                  temperature=max(temps) if temps else None)
         except BaseException as e:
             self._close(node, f"error: {type(e).__name__}")
             raise

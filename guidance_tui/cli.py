@@ -72,6 +72,46 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_VALUE_OPTIONS = {"--model": "model", "--backend": "backend", "--record": "record", "-o": "output",
+                  "--output": "output"}
+_FLAG_OPTIONS = {"--plain": "plain", "-q": "quiet", "--quiet": "quiet"}
+
+
+def _take_own_options(args) -> None:
+    """Pull our options out of the script's arguments.
+
+    ``run SCRIPT ARGS...`` hands everything after the script to the script
+    (argparse REMAINDER), so ``run demo.py --record t.gtt`` would give
+    ``--record`` to the script.  Options we know are taken back until a ``--``;
+    after ``--`` everything belongs to the script.
+    """
+    rest = list(getattr(args, "args", None) or ())
+    out: list[str] = []
+    i = 0
+    while i < len(rest):
+        a = rest[i]
+        if a == "--":
+            out.extend(rest[i + 1:])
+            break
+        name, eq, value = a.partition("=")
+        if name in _VALUE_OPTIONS and hasattr(args, _VALUE_OPTIONS[name]):
+            if not eq:
+                if i + 1 >= len(rest):
+                    raise CliError(f"{name} needs a value")
+                value = rest[i + 1]
+                i += 1
+            if name == "--backend" and value not in ("llamacpp", "transformers"):
+                raise CliError(f"--backend must be llamacpp or transformers, not {value!r}")
+            setattr(args, _VALUE_OPTIONS[name], value)
+        elif a in _FLAG_OPTIONS and hasattr(args, _FLAG_OPTIONS[a]):
+            setattr(args, _FLAG_OPTIONS[a], True)
+        else:
+            out.append(a)
+        i += 1
+    args.args = out
+
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -79,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     try:
+        if hasattr(args, "args"):
+            _take_own_options(args)
         if args.command in ("info", "export"):
             from . import cmd_inspect as mod
         elif args.command in ("record", "model"):

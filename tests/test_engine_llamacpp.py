@@ -11,6 +11,7 @@ import math
 import re
 
 import numpy as np
+from anytree import PreOrderIter
 import pytest
 
 import engines
@@ -100,10 +101,11 @@ def test_recorded_probabilities_are_softmax_of_llama_logits(session, raw_llama):
         p /= p.sum()
         # batched and one-by-one decoding differ slightly in llama.cpp: an absolute tolerance
         assert tok.prob_raw == pytest.approx(p[tok.id], abs=0.02)
-        assert tok.prob == pytest.approx(tok.prob_raw, abs=1e-6)  # unconstrained: the mask changes nothing
+        if tok is not toks[0]:  # the first one regenerates the healed " is": its mask is narrow
+            assert tok.prob == pytest.approx(tok.prob_raw, abs=0.01)  # free text masks almost nothing
+            assert all(not a.masked for a in tok.top)
         top = [a.id for a in tok.top]
         assert top[0] == int(np.argmax(row))
-        assert all(not a.masked for a in tok.top)
         assert [a.prob for a in tok.top] == sorted((a.prob for a in tok.top), reverse=True)
         raw_llama.eval([tok.id])
 
@@ -161,7 +163,8 @@ def test_token_healing_is_recorded_as_a_backtrack(session):
 
 
 def test_captures_carry_values_and_log_probabilities(session):
-    lm = models.LlamaCpp() + "Two colours: " + gen("a", regex="[a-z]+") + " and " + gen("b", regex="[a-z]+")
+    lm = models.LlamaCpp() + "Two colours: " + gen("a", regex="[a-z]+", max_tokens=3) + " and " + gen(
+        "b", regex="[a-z]+", max_tokens=3)
     caps = {e.name: e for e in session.store.events() if isinstance(e, Capture)}
     assert caps["a"].value == lm["a"] and caps["b"].value == lm["b"]
     for c in caps.values():
@@ -236,7 +239,7 @@ def test_reusing_a_base_model_branches_the_trace_tree(session):
     c = a + gen("c", regex=", [0-9]")
     tree = session.store.tree()
     assert tree.orphans == 0
-    branches = [n for n in tree.by_id.values() if n.kind == "branch"]
+    branches = [n for n in PreOrderIter(tree.root) if n.kind == "branch"]
     assert len(branches) == 2  # b continues from base, c from a: both older states
     for lm in (a, b, c):
         assert_trace_matches(session.store, lm)
@@ -266,9 +269,19 @@ def test_switches_turn_off_token_statistics_and_fast_forward(session):
 
 
 def test_partial_utf8_tokens_keep_exact_bytes(session):
-    lm = models.LlamaCpp() + "Emoji: " + gen("e", regex="[😀🎉🚀]{2}")
-    data = b"".join(t.bytes for t in node_tokens(session.store, lm.node_id) if t.kind != TokenKind.PROMPT)
-    assert data.decode("utf-8") == lm["e"]
+    lm = models.LlamaCpp() + "Hieroglyphs:" + gen("e", regex=" [𓀀-𓀏]{2}")
+    toks = [t for t in node_tokens(session.store, lm.node_id) if t.kind != TokenKind.PROMPT]
+    healed = b"".join(e.bytes for e in session.store.events() if isinstance(e, Backtrack) and e.reason == "healing")
+    assert b"".join(t.bytes for t in toks) == healed + lm["e"].encode()
+
+    def decodes(b: bytes) -> bool:
+        try:
+            b.decode("utf-8")
+            return True
+        except UnicodeDecodeError:
+            return False
+
+    assert any(not decodes(t.bytes) for t in toks), "rare characters come as byte-fallback tokens"
     assert_trace_matches(session.store, lm)
 
 
@@ -290,7 +303,7 @@ def test_invalid_regex_is_a_grammar_error(session):
 
 
 def test_context_overflow_is_reported(session):
-    lm = models.LlamaCpp(n_ctx=64) + "word " * 80
+    lm = models.LlamaCpp(n_ctx=256) + "word " * 300
     with pytest.raises(ContextOverflow, match="context overflow"):
         lm + gen(max_tokens=5)
 

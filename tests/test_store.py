@@ -98,6 +98,7 @@ def naive_states(events) -> list[dict]:
     open_nodes: list[int] = []
     counts = {"tokens": 0, "generated": 0, "forced": 0, "prompt": 0, "backtracks": 0}
     metric_seq, status = -1, "empty"
+    state_node, saved = 0, {0: b""}  # each node's latest text: a branch switches to its base's
     out = []
     for ev in events:
         if isinstance(ev, Token):
@@ -111,9 +112,15 @@ def naive_states(events) -> list[dict]:
             counts["backtracks"] += 1
         elif isinstance(ev, NodeOpen):
             open_nodes.append(ev.node_id)
+            saved[state_node] = bytes(text)
+            if ev.base_id != state_node and ev.base_id in saved:
+                text = bytearray(saved[ev.base_id])
+            state_node = ev.node_id
         elif isinstance(ev, NodeClose):
             if ev.node_id in open_nodes:
                 open_nodes.remove(ev.node_id)
+            saved[ev.node_id] = bytes(text)
+            state_node = ev.node_id
         elif isinstance(ev, Metric):
             metric_seq = ev.seq
         elif isinstance(ev, RunStart):
@@ -129,7 +136,7 @@ def random_events(n: int, seed: int) -> list:
     """Tokens that rewind by pos, backtracks cutting through tokens, nested nodes, metrics."""
     rng = random.Random(seed)
     out: list = [RunStart(script="r.py")]
-    text_len, next_node, open_ = 0, 1, []
+    text_len, next_node, open_, seen = 0, 1, [], [0]
     for _ in range(n):
         r = rng.random()
         if r < 0.6:
@@ -146,9 +153,11 @@ def random_events(n: int, seed: int) -> list:
             pos = rng.randint(max(0, text_len - 12), text_len)
             out.append(Backtrack(n_tokens=1, bytes=b"x" * (text_len - pos), pos=pos, reason="tool"))
             text_len = pos
-        elif r < 0.8:
-            out.append(NodeOpen(node_id=next_node, parent_id=open_[-1] if open_ else 0, kind="gen"))
+        elif r < 0.8:  # mostly continuing from the latest state, sometimes from an older one
+            base = seen[-1] if rng.random() < 0.7 else rng.choice(seen)
+            out.append(NodeOpen(node_id=next_node, parent_id=open_[-1] if open_ else 0, base_id=base, kind="gen"))
             open_.append(next_node)
+            seen.append(next_node)
             next_node += 1
         elif r < 0.88 and open_:
             out.append(NodeClose(node_id=open_.pop(rng.randrange(len(open_)))))

@@ -38,6 +38,12 @@ class State:
     prompt: int = 0
     metric_seq: int = -1  # seq of the latest Metric event, -1 for none
     status: str = "empty"  # empty | running | done | error | interrupted
+    state_node: int = 0  # the program node whose model state the text is
+
+
+# node id -> [(seq, segments, text_len)]: the text each node's state had, as of a seq.
+# A node that continues from an older state (a reused base model) switches to it.
+_Saved = dict[int, list[tuple[int, tuple, int]]]
 
 
 @dataclass
@@ -55,20 +61,39 @@ class _Builder:
     prompt: int = 0
     metric_seq: int = -1
     status: str = "empty"
+    state_node: int = 0
+    saved: _Saved = field(default_factory=dict)  # shared with the store
+    record: bool = False  # only the store's own builder writes ``saved``
 
     @classmethod
-    def from_state(cls, s: State) -> "_Builder":
+    def from_state(cls, s: State, saved: _Saved) -> "_Builder":
         return cls(
             list(s.segments), s.text_len, list(s.open_nodes), s.backtracks,
-            s.tokens, s.generated, s.forced, s.prompt, s.metric_seq, s.status,
+            s.tokens, s.generated, s.forced, s.prompt, s.metric_seq, s.status, s.state_node, saved,
         )
 
     def freeze(self, seq: int) -> State:
         return State(
             seq, tuple(self.segments), self.text_len, tuple(self.open_nodes),
             self.backtracks, self.tokens, self.generated, self.forced, self.prompt,
-            self.metric_seq, self.status,
+            self.metric_seq, self.status, self.state_node,
         )
+
+    def _remember(self, node: int, seq: int) -> None:
+        if self.record:
+            self.saved.setdefault(node, []).append((seq, tuple(self.segments), self.text_len))
+
+    def _switch_to(self, node: int, seq: int) -> None:
+        """Make the text that of ``node``'s state as of just before ``seq``."""
+        entries = self.saved.get(node)
+        if node == 0 and not entries:
+            self.segments, self.text_len = [], 0
+            return
+        if entries:
+            i = bisect.bisect_left(entries, (seq,)) - 1
+            if i >= 0:
+                _, segs, n = entries[i]
+                self.segments, self.text_len = list(segs), n
 
     def truncate(self, n: int) -> None:
         n = max(0, min(n, self.text_len))
@@ -108,9 +133,15 @@ class _Builder:
             self.backtracks += 1
         elif isinstance(ev, NodeOpen):
             self.open_nodes.append(ev.node_id)
+            self._remember(self.state_node, ev.seq)
+            if ev.base_id != self.state_node:  # continues from an older state: a branch
+                self._switch_to(ev.base_id, ev.seq)
+            self.state_node = ev.node_id
         elif isinstance(ev, NodeClose):
             if ev.node_id in self.open_nodes:
                 self.open_nodes.remove(ev.node_id)
+            self._remember(ev.node_id, ev.seq)
+            self.state_node = ev.node_id
         elif isinstance(ev, Metric):
             self.metric_seq = ev.seq
         elif isinstance(ev, RunStart):
@@ -134,7 +165,8 @@ class TraceStore:
         self._log = bytearray()
         self._log_at = array("q")  # 8 bytes per event
         self._checkpoints: list[State] = [State()]
-        self._built = _Builder()
+        self._saved: _Saved = {}
+        self._built = _Builder(saved=self._saved, record=True)
         self._built_upto = -1
         self._load(events)
 
@@ -241,7 +273,7 @@ class TraceStore:
         cp = self._checkpoints[min((seq + 1) // CHECKPOINT_EVERY, len(self._checkpoints) - 1)]
         if cp.seq == seq:
             return cp
-        b = _Builder.from_state(cp)
+        b = _Builder.from_state(cp, self._saved)
         for s in range(cp.seq + 1, seq + 1):
             b.apply(self._events[s], self._log_at[s])
         return b.freeze(seq)

@@ -1,0 +1,173 @@
+"""Every backtrack of the run: what was taken back, what replaced it, and why.
+
+A line-API list (a long run can backtrack thousands of times).  Backtracks
+after the cursor are faded; the latest one at or before the cursor is marked.
+Choosing a row (enter or click) moves the timeline cursor to it.
+"""
+
+from __future__ import annotations
+
+from rich.segment import Segment
+from rich.style import Style
+from textual import events
+from textual.binding import Binding
+from textual.cache import LRUCache
+from textual.geometry import Size
+from textual.message import Message
+from textual.reactive import reactive
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+
+from .token_index import TokenIndex
+from .token_text import glyphs
+
+
+def _text_of(index: TokenIndex, tokens) -> str:
+    return "".join(glyphs(index.token(t).bytes).visible for t in tokens)
+
+
+class BacktrackList(ScrollView, can_focus=True):
+    """One row per backtrack: ``↶ n  reason  removed → replacement``."""
+
+    DEFAULT_CSS = """
+    BacktrackList { overflow-x: hidden; overflow-y: scroll; }
+    BacktrackList > .backtrack--cursor { background: $block-cursor-background; color: $block-cursor-foreground; }
+    """
+    COMPONENT_CLASSES = {"backtrack--cursor"}
+    BINDINGS = [
+        Binding("up", "move(-1)", "Previous", show=False),
+        Binding("down", "move(1)", "Next", show=False),
+        Binding("enter", "choose", "Go to backtrack", show=False, id="backtrack-choose"),
+    ]
+
+    highlighted: reactive[int] = reactive(-1, always_update=True)
+
+    class Chosen(Message):
+        def __init__(self, rank: int, seq: int) -> None:
+            super().__init__()
+            self.rank = rank
+            self.seq = seq
+
+    def __init__(self, index: TokenIndex, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.index = index
+        self.seq = -1
+        self.pcolors: dict[str, str] = {}
+        self._cache: LRUCache[tuple, Strip] = LRUCache(256)
+        self._gen = 0
+        self._count = 0
+
+    def sync(self) -> None:
+        n = len(self.index.backtracks)
+        if n != self._count:
+            self._count = n
+            self._gen += 1  # replacements of the previous rows may have grown
+            size = Size(self.size.width, n)
+            self.set_reactive(ScrollView.virtual_size, size)  # no screen re-layout per backtrack
+            self._scroll_update(size)
+            self.refresh()
+
+    def set_cursor(self, seq: int) -> None:
+        if seq != self.seq:
+            before = self.index.backtracks_at(self.seq)
+            self.seq = seq
+            after = self.index.backtracks_at(seq)
+            if before != after:
+                self.refresh()
+                if not self.has_focus and after > 0:
+                    self._scroll_into_view(after - 1)
+
+    def restyle(self) -> None:
+        self._gen += 1
+        self.refresh()
+
+    def _scroll_into_view(self, row: int) -> None:
+        h = self.size.height
+        top = self.scroll_offset.y
+        if row < top or row >= top + h:
+            self.scroll_to(y=max(0, row - h // 2), animate=False, immediate=True)
+
+    def watch_highlighted(self, row: int) -> None:
+        if row >= 0:
+            self._scroll_into_view(row)
+        self.refresh()
+
+    def action_move(self, delta: int) -> None:
+        n = len(self.index.backtracks)
+        if not n:
+            return
+        cur = self.highlighted if self.highlighted >= 0 else max(0, self.index.backtracks_at(self.seq) - 1)
+        self.highlighted = max(0, min(n - 1, cur + delta))
+
+    def action_choose(self) -> None:
+        row = self.highlighted
+        if 0 <= row < len(self.index.backtracks):
+            self.post_message(self.Chosen(row, self.index.backtracks[row].seq))
+
+    def on_click(self, event: events.Click) -> None:
+        offset = event.get_content_offset(self)
+        if offset is None:
+            return
+        row = offset.y + self.scroll_offset.y
+        if 0 <= row < len(self.index.backtracks):
+            self.highlighted = row
+            self.action_choose()
+
+    def render_line(self, y: int) -> Strip:
+        row = y + self.scroll_offset.y
+        width = self.size.width
+        idx = self.index
+        base = self.rich_style
+        if row >= len(idx.backtracks):
+            if row == 0:
+                return Strip([Segment("No backtracks" + (" yet" if idx.store.run_end() is None else ""),
+                                      Style.parse(self.pcolors.get("muted", "dim")))]).extend_cell_length(width)
+            return Strip.blank(width, base)
+        current = idx.backtracks_at(self.seq) - 1
+        tail = idx.n if row >= len(idx.backtracks) - 2 else 0  # its replacement may still be arriving
+        key = (row, width, self._gen, row == current, row <= current, row == self.highlighted and self.has_focus,
+               tail)
+        strip = self._cache.get(key)
+        if strip is None:
+            strip = self._cache[key] = self._render_row(row, width, current, base)
+        return strip
+
+    def _render_row(self, row: int, width: int, current: int, base: Style) -> Strip:
+        idx = self.index
+        c = self.pcolors
+        bt = idx.backtracks[row]
+        past = row <= current
+        def st(name: str, **kw) -> Style:
+            color = c.get(name)
+            return base + (Style.parse(color) if color else Style()) + Style(**kw)
+
+        removed = _text_of(idx, bt.removed) or glyphs(bt.data).visible
+        repl = _text_of(idx, idx.replacement(bt))
+        segs = [
+            Segment("▸" if row == current else " ", st("accent", bold=True)),
+            Segment(f"{row + 1:>3} ", st("muted")),
+            Segment(f"{(bt.reason or '?')[:7]:<7} ", st("warning" if past else "muted")),
+            Segment(removed, st("error", strike=True)),
+            Segment(" → ", st("muted")),
+            Segment(repl or "…", st("success")),
+        ]
+        strip = Strip(segs).crop(0, width)
+        if row == self.highlighted and self.has_focus:
+            cursor = self.get_component_rich_style("backtrack--cursor")
+            strip = Strip([Segment(seg.text, (seg.style or base) + cursor) for seg in strip])
+        elif not past:
+            strip = Strip([Segment(seg.text, (seg.style or base) + Style(color=c.get("faint") or None, dim=not c.get("faint")))
+                           for seg in strip])
+        return strip.extend_cell_length(width, base)
+
+    def on_resize(self, event: events.Resize) -> None:
+        self.virtual_size = Size(event.size.width, len(self.index.backtracks))
+        self._cache.clear()
+
+    def on_focus(self) -> None:
+        if self.highlighted < 0:
+            self.highlighted = max(0, self.index.backtracks_at(self.seq) - 1)
+        self.refresh()
+
+    def on_blur(self) -> None:
+        self.refresh()

@@ -1,0 +1,141 @@
+"""``run``, ``replay`` and ``demo``: the commands that open the inspector.
+
+``run`` executes a prompt script under the app (or prints a plain transcript
+when stdout is not a terminal, or with ``--plain``); every run is recorded.
+``replay`` opens a recorded trace, no model needed.  ``demo`` runs a bundled
+example on the embedded default model.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from .cli import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, CliError
+from .paths import examples_dir
+
+FIRST_SCREEN_EVENTS = 3000  # decoded before the app's first frame; the rest streams in
+
+
+def _stdout_is_terminal() -> bool:
+    try:
+        return sys.stdout.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def _check_script(script: str) -> Path:
+    path = Path(script)
+    if not path.exists():
+        raise CliError(f"{script}: no such file")
+    if path.is_dir():
+        raise CliError(f"{script}: is a directory, not a prompt script")
+    return path
+
+
+def _make_run(script: Path, argv, args):
+    from .runner import RunnerError, ScriptRun
+
+    try:
+        # The script's prints become Message events: they would scribble over
+        # the app's screen, and in a transcript they belong in order.
+        return ScriptRun(str(script), list(argv or ()), model=args.model, backend=args.backend,
+                         record=args.record, capture_output=True)
+    except (RunnerError, OSError, ValueError) as e:
+        raise CliError(str(e)) from None
+
+
+def _exit_code(result) -> int:
+    if result is None:
+        return EXIT_INTERRUPTED
+    return int(getattr(result, "exit_code", EXIT_OK if result.status == "done" else EXIT_ERROR))
+
+
+def run_plain(run, file=None) -> int:
+    """Run the script in a thread and print its transcript as it goes."""
+    from .headless import execute, report
+    from .plain import PlainTranscript
+
+    return report(run, execute(run, PlainTranscript(run.store, file=file)), frames=False)
+
+
+def run_app(run, title: str) -> int:
+    """Open the inspector over a live run; returns the script's exit code."""
+    from .app import InspectorApp
+
+    app = InspectorApp(run.store, script_run=run, live=True, title=title)
+    app.run()
+    if not app.script_done.is_set():
+        run.cancel()
+        app.script_done.wait(timeout=30)
+    if app.run_error is not None:
+        raise CliError(str(app.run_error) or type(app.run_error).__name__)
+    trace = getattr(run, "trace_path", None)
+    if trace is not None:
+        print(f"trace: {trace}")
+    return _exit_code(app.result)
+
+
+def _run_script(script: Path, args) -> int:
+    run = _make_run(script, getattr(args, "args", ()), args)
+    if getattr(args, "plain", False) or not _stdout_is_terminal():
+        return run_plain(run)
+    return run_app(run, script.name)
+
+
+def cmd_run(args) -> int:
+    return _run_script(_check_script(args.script), args)
+
+
+def cmd_demo(args) -> int:
+    name = args.name
+    path = examples_dir() / f"{name}.py"
+    if not path.is_file():
+        available = sorted(p.stem for p in examples_dir().glob("*.py") if not p.stem.startswith("_"))
+        listing = ", ".join(available) if available else "none installed"
+        raise CliError(f"no example named {name!r} (available: {listing})")
+    return _run_script(path, args)
+
+
+def cmd_replay(args) -> int:
+    from tracing import TraceFormatError
+
+    from .loader import TraceLoader
+
+    try:
+        loader = TraceLoader(args.file)
+    except TraceFormatError as e:
+        raise CliError(str(e)) from None
+    if not _stdout_is_terminal():
+        loader.load()
+        if loader.error is not None:
+            raise CliError(str(loader.error))
+        from .plain import PlainTranscript
+
+        transcript = PlainTranscript(loader.store)
+        transcript.finish()
+        _warn_truncated(loader)
+        return EXIT_OK
+    loader.load(FIRST_SCREEN_EVENTS)
+    if loader.error is not None:
+        raise CliError(str(loader.error))
+    if len(loader.store) == 0 and loader.done.is_set():
+        raise CliError(f"{args.file}: the trace holds no events")
+    from .app import InspectorApp
+
+    app = InspectorApp(loader.store, loader=None if loader.done.is_set() else loader, title=Path(args.file).name)
+    if loader.done.is_set() and loader.dropped_bytes:
+        app.startup_warning = (f"The trace ends mid-event ({loader.dropped_bytes} bytes dropped): "
+                               "the run was cut short.")
+    app.run()
+    loader.stop()
+    if loader.error is not None:
+        raise CliError(str(loader.error))
+    _warn_truncated(loader)
+    return EXIT_OK
+
+
+def _warn_truncated(loader) -> None:
+    if loader.dropped_bytes:
+        print(f"guidance-tui: warning: {loader.path} ends mid-event ({loader.dropped_bytes} bytes dropped); "
+              "the run was cut short", file=sys.stderr)

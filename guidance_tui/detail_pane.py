@@ -1,0 +1,182 @@
+"""Token detail: what the model saw when it produced one token.
+
+Probability after and before the grammar mask, the top-k alternatives with
+their probabilities and whether the grammar masked them, latency, mask time,
+the size of the allowed set, the node the token belongs to and how that node
+stopped, and whether a backtrack later took the token back.
+"""
+
+from __future__ import annotations
+
+from rich.console import Group
+from rich.cells import cell_len, set_cell_size
+from rich.text import Text
+from textual.widget import Widget
+
+from tracing import Token
+from tracing.tree import TraceTree
+
+from .colors import KIND_NAMES
+from .token_index import TokenIndex
+from .token_text import glyphs
+
+
+BAR_W = 6
+PROB_W = 7
+
+
+def fmt_prob(p: float) -> str:
+    if p != p:
+        return "?"
+    if p >= 0.9995:
+        return "100%"
+    if p < 0.001:
+        return f"{p:.1e}" if p > 0 else "0%"
+    return f"{p * 100:.1f}%"
+
+
+def fmt_us(us: int) -> str:
+    if us <= 0:
+        return "–"
+    if us < 1000:
+        return f"{us} µs"
+    if us < 1_000_000:
+        return f"{us / 1000:.1f} ms"
+    return f"{us / 1e6:.2f} s"
+
+
+def token_repr(data: bytes, limit: int = 24) -> str:
+    """A token's text with visible whitespace, shortened to ``limit`` cells."""
+    text = glyphs(data).visible
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def prob_bar(p: float, width: int = 6) -> str:
+    if p != p or p <= 0:
+        return " " * width
+    eighths = int(round(min(1.0, p) * width * 8))
+    full, rest = divmod(eighths, 8)
+    return ("█" * full + ("" if rest == 0 else "▏▎▍▌▋▊▉"[rest - 1])).ljust(width)
+
+
+class DetailPane(Widget):
+    """Shows one token; :meth:`show` is called by the app when the selection moves."""
+
+    def __init__(self, index: TokenIndex, trace: TraceTree, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.index = index
+        self.trace = trace
+        self.pcolors: dict[str, str] = {}
+        self._shown: tuple | None = None
+        self.shown_token = -1
+        self._renderable = Text("")
+
+    def show(self, t: int, seq: int, *, force: bool = False) -> None:
+        key = (t, seq if t >= 0 and self.index.removed_at.get(t, -1) >= 0 else 0,
+               self._node_close_key(t, seq), tuple(self.pcolors.items()))
+        if key == self._shown and not force:
+            return
+        self._shown = key
+        self.shown_token = t
+        self._renderable = self.render_token(t, seq)
+        self.refresh()  # a fixed-height pane: no re-layout of the screen
+
+    def render(self):
+        return self._renderable
+
+    def plain_text(self, width: int = 60) -> str:
+        """What the pane shows, as plain text (tests, screen readers)."""
+        import io
+
+        from rich.console import Console
+
+        console = Console(width=width, color_system=None, file=io.StringIO())
+        console.print(self._renderable)
+        return console.file.getvalue()
+
+    def _node_close_key(self, t: int, seq: int):
+        if t < 0:
+            return None
+        node = self.trace.by_id.get(self.index.token(t).node_id)
+        return None if node is None or node.close_seq is None else node.close_seq <= seq
+
+    def render_token(self, t: int, seq: int):
+        c = self.pcolors
+        muted = c.get("muted", "dim")
+        idx = self.index
+        self.border_title = "Token"
+        if t < 0 or t >= idx.n:
+            return Text("No token at the cursor yet.", style=muted)
+        tok: Token = idx.token(t)
+        kind = int(tok.kind)
+        self.border_title = f"Token {t + 1:,} of {idx.n:,}"
+        lines: list = []
+        head = Text(no_wrap=True, overflow="ellipsis")
+        head.append(f" {token_repr(tok.bytes)} ", c.get("chip", "reverse"))
+        head.append(f"  {KIND_NAMES.get(kind, '?')}", c.get("kind-" + KIND_NAMES.get(kind, ""), "bold"))
+        head.append(f"  id {tok.id}", muted)
+        lines.append(head)
+        text = glyphs(tok.bytes)
+        if 3 in text.kinds:  # raw bytes: a character split across tokens
+            lines.append(Text(f"bytes {tok.bytes.hex(' ')}  (partial UTF-8)", style=muted))
+        if kind != 0:
+            row = Text(no_wrap=True, overflow="ellipsis")
+            row.append("p ", muted)
+            row.append(fmt_prob(tok.prob) if tok.prob == tok.prob else "unknown", "bold")
+            if tok.prob_raw == tok.prob_raw:
+                row.append("  before mask ", muted)
+                row.append(fmt_prob(tok.prob_raw))
+            lines.append(row)
+            row = Text(no_wrap=True, overflow="ellipsis")
+            row.append(fmt_us(tok.latency_us))
+            row.append("  mask ", muted)
+            row.append(fmt_us(tok.mask_us))
+            lines.append(row)
+            row = Text(no_wrap=True, overflow="ellipsis")
+            row.append("allowed ", muted)
+            row.append("?" if tok.allowed < 0 else f"{tok.allowed:,}",
+                       c.get("accent", "") if tok.allowed == 1 else "")
+            if tok.allowed > 1 and idx.vocab_size:
+                row.append(f" of {idx.vocab_size:,}", muted)
+            lines.append(row)
+        node = self.trace.by_id.get(tok.node_id)
+        if node is not None and node.kind != "root":
+            row = Text(no_wrap=True, overflow="ellipsis")
+            row.append(f"{node.kind} ", muted)
+            row.append(node.name or "", "bold")
+            if node.close_seq is not None and node.close_seq <= seq:
+                row.append(" · stop ", muted)
+                row.append(node.stop_reason or "end")
+            else:
+                row.append(" · open", c.get("accent", ""))
+            lines.append(row)
+        bt = idx.backtrack_of(t)
+        if bt is not None and bt.seq <= seq:
+            row = Text(no_wrap=True, overflow="ellipsis")
+            row.append(f"↶ taken back by backtrack {bt.rank + 1}", c.get("warning", "yellow"))
+            if bt.reason:
+                row.append(f" ({bt.reason})", muted)
+            lines.append(row)
+        if tok.top:
+            name_w = max(6, min(16, max(cell_len(token_repr(a.bytes, 16)) for a in tok.top)))
+            header = Text(no_wrap=True, overflow="ellipsis")
+            header.append(f" # {'top-k'.ljust(name_w)} {'p'.rjust(PROB_W + BAR_W + 1)}", muted)
+            lines.append(header)
+            for rank, alt in enumerate(tok.top, 1):
+                chosen = alt.id == tok.id
+                row = Text(no_wrap=True, overflow="ellipsis")
+                row.append(f"{rank:>2} ", muted)
+                row.append(set_cell_size(token_repr(alt.bytes, name_w), name_w), "bold" if chosen else "")
+                row.append(" ")
+                row.append(prob_bar(alt.prob, BAR_W), c.get("error" if alt.masked else "bar", ""))
+                row.append(" ")
+                row.append(fmt_prob(alt.prob).rjust(PROB_W), muted if alt.masked else "")
+                if alt.masked:
+                    row.append(" masked", c.get("error", "red"))
+                elif chosen:
+                    row.append(" ◂", c.get("accent", ""))
+                lines.append(row)
+        elif kind == 1:
+            lines.append(Text("no top-k recorded", style=muted))
+        return Group(*lines)
+

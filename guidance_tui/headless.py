@@ -1,0 +1,64 @@
+"""Running a script without the app: ``record``, and ``run`` when stdout is not a terminal.
+
+The script runs in a worker thread; this thread pumps the transcript and
+stays responsive to Ctrl-C, which cancels the run at its next token and keeps
+the trace.  No Textual here.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+
+from .cli import EXIT_INTERRUPTED
+from .runner import RunResult
+
+
+def execute(run, transcript=None) -> RunResult:
+    """Run ``run`` (a ScriptRun) in a worker thread, pumping ``transcript`` meanwhile."""
+    box: dict = {}
+
+    def target() -> None:
+        try:
+            box["result"] = run.run()
+        except BaseException as e:  # the runner itself failed (not the script)
+            box["error"] = e
+
+    worker = threading.Thread(target=target, name="script", daemon=True)
+    worker.start()
+    interrupted = False
+    while worker.is_alive():
+        try:
+            worker.join(0.05)
+            if transcript is not None:
+                transcript.pump()
+        except KeyboardInterrupt:
+            if interrupted:
+                break  # a second Ctrl-C: stop waiting for the script
+            interrupted = True
+            run.cancel()
+            print("\nguidance-tui: interrupting (Ctrl-C again to stop waiting)", file=sys.stderr)
+    if transcript is not None:
+        transcript.finish()
+    if "error" in box:
+        from .cli import CliError
+
+        raise CliError(str(box["error"]) or type(box["error"]).__name__)
+    return box.get("result") or RunResult("interrupted", "interrupted", exit_code=EXIT_INTERRUPTED)
+
+
+def report(run, result: RunResult, *, frames: bool = True) -> int:
+    """The outcome on stderr: the trace path, and for a failure the user's frames (unless the
+    transcript showed them) and one line; returns the exit code."""
+    where = f"trace: {run.trace_path}"
+    if result.status == "done":
+        print(where, file=sys.stderr)
+        return 0
+    if result.status == "interrupted":
+        print(f"guidance-tui: interrupted; {where}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if frames and result.traceback:
+        print(result.traceback.rstrip(), file=sys.stderr)
+    print(f"guidance-tui: {result.error}", file=sys.stderr)
+    print(f"{where} (kept)", file=sys.stderr)
+    return result.exit_code or 1

@@ -1,0 +1,57 @@
+"""Run figures at a cursor position: status, token counts, speed, latency."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tracing import RunStart
+
+from .token_index import TokenIndex
+
+
+@dataclass(frozen=True)
+class RunStats:
+    status: str  # empty | running | done | error | interrupted
+    tokens: int
+    generated: int
+    forced: int
+    prompt: int
+    backtracks: int
+    tok_per_s: float | None  # generated + forced tokens per second of decoding
+    ttft_s: float | None  # run start to first generated or forced token
+    mean_latency_us: float | None  # over generated tokens
+
+    @property
+    def forced_pct(self) -> float | None:
+        sampled = self.generated + self.forced
+        return 100.0 * self.forced / sampled if sampled else None
+
+
+def status_at(index: TokenIndex, seq: int) -> str:
+    store = index.store
+    end = store.run_end()
+    if end is not None and end.seq <= seq:
+        return end.status
+    if seq < 0 or len(store) == 0:
+        return "empty"
+    return "running"
+
+
+def stats_at(index: TokenIndex, seq: int) -> RunStats:
+    """Figures for the store up to ``seq``."""
+    k = index.count_at(seq)
+    gen, forced = index.cum_gen[k], index.cum_forced[k]
+    sampled = gen + forced
+    store = index.store
+    ttft = rate = None
+    fs = index.first_sampled
+    if 0 <= fs < k:
+        t_first = index.token(fs).t_us
+        starts = store.seqs_of(RunStart)
+        t0 = store[starts[0]].t_us if starts else store[0].t_us
+        ttft = max(0, t_first - t0) / 1e6
+        t_last = index.token(k - 1).t_us
+        if sampled > 1 and t_last > t_first:
+            rate = (sampled - 1) / ((t_last - t_first) / 1e6)
+    mean = index.cum_gen_latency[k] / gen if gen else None
+    return RunStats(status_at(index, seq), k, gen, forced, k - sampled, index.backtracks_at(seq), rate, ttft, mean)

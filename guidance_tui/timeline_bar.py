@@ -1,0 +1,101 @@
+"""The timeline: play state, a scrubbable track with backtracks marked, the
+cursor position in tokens and events, and whether the view follows a live run."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual import events
+from textual.message import Message
+from textual.widget import Widget
+
+from .cursor import Cursor
+
+
+def fmt_speed(speed: float) -> str:
+    return f"{speed:g}×"
+
+
+class TimelineBar(Widget):
+    DEFAULT_CSS = "TimelineBar { height: 1; }"
+
+    class Seek(Message):
+        def __init__(self, seq: int) -> None:
+            super().__init__()
+            self.seq = seq
+
+    def __init__(self, cursor: Cursor, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.cursor = cursor
+        self.live = False
+        self.pcolors: dict[str, str] = {}
+        self._key = None
+        self._track = (0, 0)  # x, width of the track, for clicks
+        self._marks_key: tuple | None = None
+        self._marks_cache: set[int] = set()
+
+    def sync(self) -> None:
+        c = self.cursor
+        key = (c.seq, c.end_seq, c.playing, c.speed, c.following, self.live, len(c.index.bt_seqs), self.size.width)
+        if key != self._key:
+            self._key = key
+            self.refresh()
+
+    def render(self) -> Text:
+        cur = self.cursor
+        idx = cur.index
+        c = self.pcolors
+        muted = c.get("muted", "dim")
+        width = self.size.width or 80
+        text = Text(no_wrap=True, overflow="crop", end="")
+        text.append(" ⏸ " if cur.playing else " ▶ ", c.get("accent", "bold"))
+        text.append(f"{fmt_speed(cur.speed):>5} ", muted)
+        k = idx.count_at(cur.seq)
+        right = Text(no_wrap=True, end="")
+        right.append(f" {k:,}", "bold")
+        right.append(f"/{idx.n:,} tok", muted)
+        if width >= 100:
+            right.append(f"  seq {max(cur.seq, 0):,}/{max(cur.end_seq, 0):,}", muted)
+        if self.live:
+            right.append("  ● follow" if cur.following else "  ○ scrubbed", c.get("accent" if cur.following else "muted", ""))
+        right.append(" ")
+        track_w = max(4, width - text.cell_len - right.cell_len - 1)
+        self._track = (text.cell_len, track_w)
+        end = max(cur.end_seq, 1)
+        pos = int(round(max(cur.seq, 0) / end * (track_w - 1))) if cur.end_seq > 0 else 0
+        marks = self._marks(track_w, end)
+        played, rest = c.get("track-played", "bold"), c.get("track-rest", "dim")
+        mark = c.get("track-mark", "yellow")
+        # runs of equal style, not a call per cell
+        cells = ["━" if x < pos else "─" for x in range(track_w)]
+        kinds = [1 if x < pos else 2 for x in range(track_w)]
+        for x in marks:
+            if 0 <= x < track_w:
+                kinds[x] = 3
+        if 0 <= pos < track_w:
+            cells[pos] = "●"
+            kinds[pos] = 0
+        styles = {0: c.get("accent", "bold"), 1: played, 2: rest, 3: mark}
+        start = 0
+        for x in range(1, track_w + 1):
+            if x == track_w or kinds[x] != kinds[start]:
+                text.append("".join(cells[start:x]), styles[kinds[start]])
+                start = x
+        text.append(" ")
+        text.append_text(right)
+        return text
+
+    def _marks(self, track_w: int, end: int) -> set[int]:
+        """Track cells holding a backtrack (cached: a long run has thousands)."""
+        bts = self.cursor.index.bt_seqs
+        key = (track_w, end, len(bts))
+        if key != self._marks_key:
+            scale = (track_w - 1) / end
+            self._marks_cache = {int(round(s * scale)) for s in bts}
+            self._marks_key = key
+        return self._marks_cache
+
+    def on_click(self, event: events.Click) -> None:
+        x0, w = self._track
+        x = event.x - x0
+        if 0 <= x < w and self.cursor.end_seq > 0:
+            self.post_message(self.Seek(int(round(x / max(1, w - 1) * self.cursor.end_seq))))

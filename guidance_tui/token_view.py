@@ -1,0 +1,336 @@
+"""The token stream: a ScrollView on Textual's line API.
+
+Only visible lines are drawn.  Line starts come from :class:`TokenLayout`
+(computed once per width, extended as tokens arrive); a drawn line is kept in
+an LRU keyed by what can change it, so scrolling and live appends redraw only
+the lines that changed.  The view shows the store up to the cursor seq:
+tokens after it are not drawn, tokens a backtrack took back before it are
+struck through (or hidden).
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass
+
+from rich.segment import Segment
+from textual import events
+from textual.cache import LRUCache
+from textual.geometry import Size
+from textual.message import Message
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+
+from .colors import Palette
+from .layout import LABEL_PAD, TokenLayout, label_text
+from .token_index import NEVER, TokenIndex
+from .token_text import NEWLINE, glyphs
+
+
+@dataclass
+class ViewOptions:
+    color_metric: str = "probability"
+    underline_metric: str = "latency"
+    show_whitespace: bool = False
+    hide_backtracked: bool = False
+
+
+class TokenView(ScrollView, can_focus=True):
+    """Tokens laid out as wrapped text, coloured by a metric."""
+
+    DEFAULT_CSS = """
+    TokenView {
+        overflow-y: scroll;
+        overflow-x: hidden;
+    }
+    """
+
+    class TokenClicked(Message):
+        """The user clicked token ``index`` (or a role label before it)."""
+
+        def __init__(self, index: int) -> None:
+            super().__init__()
+            self.index = index
+
+    def __init__(self, index: TokenIndex, palette: Palette, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.index = index
+        self.palette = palette
+        self.options = ViewOptions()
+        self.layout_ = TokenLayout(index, 80)
+        self.seq = -1  # cursor
+        self.selected = -1
+        self.highlight: tuple[int, int] | None = None  # seq span of the highlighted node
+        self.show_caret = True
+        self._style_gen = 0
+        self._hidden_count = -1  # backtracks counted into the hidden set (hide mode)
+        self._cache: LRUCache[tuple, Strip] = LRUCache(1024)
+        self._lines = 0
+        self._median = 0.0
+
+    # -- state from the app --------------------------------------------
+    def set_palette(self, palette: Palette) -> None:
+        self.palette = palette
+        self._restyle()
+
+    def set_options(self, **changes) -> None:
+        relayout = "hide_backtracked" in changes and changes["hide_backtracked"] != self.options.hide_backtracked
+        for k, v in changes.items():
+            setattr(self.options, k, v)
+        if relayout:
+            self._hidden_count = -1
+            self._relayout()
+        self._restyle()
+
+    def set_highlight(self, span: tuple[int, int] | None) -> None:
+        if span != self.highlight:
+            self.highlight = span
+            self._restyle()
+
+    def _restyle(self) -> None:
+        self._style_gen += 1
+        self.refresh()
+
+    def _relayout(self) -> None:
+        width = max(4, self.scrollable_content_region.width or self.size.width or 80)
+        hidden = self.index.hidden_upto(self.seq) if self.options.hide_backtracked else ()
+        self._hidden_count = self.index.backtracks_at(self.seq) if self.options.hide_backtracked else -1
+        self.layout_.reset(width, hidden)
+        self._cache.clear()
+        self._update_size()
+
+    def update_view(self, seq: int, selected: int, *, scroll: str | None = None) -> None:
+        """Show the store up to ``seq`` with token ``selected`` marked.
+
+        ``scroll``: "end" puts the last line at the bottom, "follow" keeps it in
+        view while a run streams in, "selected"
+        brings the selected token into view, None leaves scrolling alone.
+        Only the lines that can have changed are redrawn.
+        """
+        idx = self.index
+        old_seq, old_sel, old_lines = self.seq, self.selected, self._lines
+        full = False
+        if self.options.hide_backtracked:
+            k = idx.backtracks_at(seq)
+            if k != self._hidden_count:
+                lo, hi = sorted((k, max(0, self._hidden_count)))
+                changed = [bt.first_removed for bt in idx.backtracks[lo:hi]]
+                self.layout_.hidden = idx.hidden_upto(seq)
+                self._hidden_count = k
+                if changed:
+                    self.layout_.truncate_from(min(changed))
+                self._cache.clear()
+                full = True
+        self.seq = seq
+        self.selected = selected
+        if "latency" in (self.options.color_metric, self.options.underline_metric):
+            median = idx.median_latency()
+            if median != self._median:
+                self._median = median
+                self._style_gen += 1
+                full = True
+        self._update_size()
+        top = self.scroll_offset.y
+        if scroll == "end":
+            self.scroll_to(y=max(0, self._lines - self.scrollable_content_region.height), animate=False,
+                           immediate=True)
+        elif scroll == "follow":
+            # Following a live run: when the text reaches the bottom, scroll it up by a third
+            # of the view at once, so the next frames only add lines (a scroll
+            # redraws every line; appending redraws one).
+            h = self.scrollable_content_region.height
+            if self._lines > top + h:
+                self.scroll_to(y=max(0, self._lines - max(1, (2 * h) // 3)), animate=False, immediate=True)
+            elif self._lines <= top:
+                self.scroll_to(y=max(0, self._lines - h), animate=False, immediate=True)
+        elif scroll == "selected" and selected >= 0:
+            self.scroll_to_token(selected)
+        if full or self.scroll_offset.y != top:
+            self.refresh()
+            return
+        self._refresh_changed(old_seq, seq, old_sel, selected, old_lines)
+
+    def _refresh_changed(self, old_seq: int, seq: int, old_sel: int, sel: int, old_lines: int) -> None:
+        """Redraw the lines between what the old and the new cursor showed."""
+        idx = self.index
+        lo_seq, hi_seq = min(old_seq, seq), max(old_seq, seq)
+        tokens = [t for t in (old_sel, sel, idx.token_at(lo_seq) + 1, idx.token_at(hi_seq)) if 0 <= t < idx.n]
+        # tokens struck or unstruck by backtracks between the two positions
+        a, b = bisect.bisect_right(idx.bt_seqs, lo_seq), bisect.bisect_right(idx.bt_seqs, hi_seq)
+        for bt in idx.backtracks[a:b]:
+            tokens.extend(bt.removed[:1])
+        lay = self.layout_
+        lines = [lay.line_of(t) for t in tokens] + [old_lines - 1, self._lines - 1]
+        y0, y1 = max(0, min(lines)), max(lines)
+        height = self.scrollable_content_region.height
+        top = self.scroll_offset.y
+        y0, y1 = max(y0, top), min(y1, top + height - 1)
+        if y1 - y0 + 1 >= height:
+            self.refresh()
+        elif y1 >= y0:
+            self.refresh_lines(y0, y1 - y0 + 1)
+
+    def scroll_to_token(self, t: int) -> None:
+        y = self.layout_.line_of(t)
+        h = self.scrollable_content_region.height
+        top = self.scroll_offset.y
+        if y < top or y >= top + h:
+            self.scroll_to(y=max(0, y - h // 3), animate=False, immediate=True)
+
+    def _visible_lines(self) -> int:
+        idx = self.index
+        ct = idx.token_at(self.seq)
+        if ct < 0:
+            return 1
+        lay = self.layout_
+        lay.extend(ct)
+        n = bisect.bisect_right(lay.line_tok, ct)
+        lt = lay.line_tok
+        if n < len(lt) and lt[n] == ct + 1 and lay.line_off[n] == 0:
+            g = glyphs(idx.token(ct).bytes)
+            if g.kinds and g.kinds[-1] == NEWLINE:
+                n += 1
+        return max(1, n)
+
+    def _update_size(self) -> None:
+        self._lines = self._visible_lines()
+        width = self.scrollable_content_region.width or self.size.width
+        size = Size(width, self._lines)
+        if size != self.virtual_size:
+            # Not through the reactive: that would re-layout the whole screen on
+            # every step.  The scrollbar is always shown, so nothing moves.
+            self.set_reactive(ScrollView.virtual_size, size)
+            self._scroll_update(size)
+
+    # -- Textual hooks ---------------------------------------------------
+    def on_resize(self, event: events.Resize) -> None:
+        width = max(4, self.scrollable_content_region.width or event.size.width)
+        if width != self.layout_.width:
+            self._relayout()
+            if self.selected >= 0:
+                self.scroll_to_token(self.selected)
+
+    def render_line(self, y: int) -> Strip:
+        scroll_y = self.scroll_offset.y
+        width = self.scrollable_content_region.width
+        line = y + scroll_y
+        if line >= self._lines:
+            return Strip.blank(width, self.palette.base)
+        key, span = self._line_key(line)
+        strip = self._cache.get(key)
+        if strip is None:
+            strip = self._render(line, span, width)
+            self._cache[key] = strip
+        return strip
+
+    def _line_key(self, line: int):
+        """What line ``line`` looks like depends on: these, and nothing else."""
+        idx = self.index
+        t0, u0, t1, u1 = span = self.layout_.line_span(line)
+        last = t1 if u1 > 0 else t1 - 1
+        seqs = idx.seqs
+        removed_at = idx.removed_at
+        final = -1
+        sel = -1
+        for t in range(t0, min(last, idx.n - 1) + 1):
+            s = seqs[t]
+            r = removed_at.get(t, -1)
+            final = max(final, s, r)
+            if t == self.selected:
+                sel = t
+        cursor = min(self.seq, final)
+        caret = self.seq if self._caret_line() == line else -1
+        return (line, self.layout_.width, self._style_gen, cursor, sel, caret, t0, u0, t1, u1), span
+
+    def _caret_line(self) -> int:
+        if not self.show_caret:
+            return -1
+        return self._lines - 1
+
+    def _render(self, line: int, span, width: int) -> Strip:
+        idx = self.index
+        pal = self.palette
+        opts = self.options
+        t0, u0, t1, u1 = span
+        ct = idx.token_at(self.seq)
+        last = min(t1 if u1 > 0 else t1 - 1, ct)
+        segs: list[Segment] = []
+        seq = self.seq
+        hide = opts.hide_backtracked
+        removed_at = idx.removed_at
+        metric, umetric = opts.color_metric, opts.underline_metric
+        median = idx.median_latency() if "latency" in (metric, umetric) else 0.0
+        hl = self.highlight
+        store = idx.store
+        seqs = idx.seqs
+        ws = opts.show_whitespace
+        for t in range(t0, last + 1):
+            r = removed_at.get(t, NEVER)
+            struck = r <= seq
+            if struck and hide:
+                continue
+            tok = store[seqs[t]]
+            if t == t0 and u0 == 0 and t in idx.labels:
+                segs.append(Segment(label_text(idx.labels[t]), pal.label))
+                segs.append(Segment(" " * LABEL_PAD, pal.base))
+            g = glyphs(tok.bytes)
+            a0 = u0 if t == t0 else 0
+            a1 = u1 if t == t1 else len(g.plain)
+            kind = int(tok.kind)
+            bg = pal.background(metric, kind, tok.prob, tok.latency_us, median)
+            ul = pal.underlined(umetric, kind, tok.prob, tok.latency_us, median)
+            faded = hl is not None and not (hl[0] <= seqs[t] <= hl[1])
+            text = g.visible if ws else g.plain
+            sel = t == self.selected
+            if not ws and g.plain_runs:
+                # one run: blanks need no style of their own when whitespace is not shown
+                segs.append(Segment(text[a0:a1], pal.token_style(bg, kind, underline=ul, struck=struck,
+                                                                 selected=sel, faded=faded)))
+                continue
+            for a, b, part in g.runs(a0, a1):
+                segs.append(Segment(text[a:b], pal.token_style(bg, kind, underline=ul, struck=struck,
+                                                               selected=sel, faded=faded, part=part)))
+        if self._caret_line() == line and not self._run_finished_at_cursor():
+            segs.append(Segment("▏", pal.cursor))
+        strip = Strip(segs).extend_cell_length(width, pal.base)
+        return strip.crop(0, width) if strip.cell_length > width else strip
+
+    def _run_finished_at_cursor(self) -> bool:
+        end = self.index.store.run_end()
+        return end is not None and end.seq <= self.seq
+
+    # -- mouse -----------------------------------------------------------
+    def token_at_offset(self, x: int, y: int) -> int | None:
+        """The token drawn at content cell (x, y) of the view, scroll included."""
+        line = y + self.scroll_offset.y
+        if line >= self._lines or line < 0:
+            return None
+        idx = self.index
+        t0, u0, t1, u1 = self.layout_.line_span(line)
+        ct = idx.token_at(self.seq)
+        last = min(t1 if u1 > 0 else t1 - 1, ct)
+        cx = 0
+        hide = self.options.hide_backtracked
+        for t in range(t0, last + 1):
+            if hide and idx.is_removed(t, self.seq):
+                continue
+            if t == t0 and u0 == 0 and t in idx.labels:
+                cx += len(label_text(idx.labels[t])) + LABEL_PAD
+                if x < cx:
+                    return t
+            g = glyphs(idx.token(t).bytes)
+            a0 = u0 if t == t0 else 0
+            a1 = u1 if t == t1 else len(g.plain)
+            w = (a1 - a0) if g.widths is None else sum(g.widths[a0:a1])
+            if cx <= x < cx + w:
+                return t
+            cx += w
+        return None
+
+    def on_click(self, event: events.Click) -> None:
+        offset = event.get_content_offset(self)
+        if offset is None:
+            return
+        t = self.token_at_offset(offset.x, offset.y)
+        if t is not None:
+            self.post_message(self.TokenClicked(t))

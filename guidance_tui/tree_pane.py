@@ -1,0 +1,390 @@
+"""The program tree: functions, roles, gen/select/regex/json nodes, tool calls,
+captures with their values, and branches where a base model was reused.
+
+A line-API widget over :class:`tracing.tree.TraceTree`: the tree is flattened
+into rows (rebuilt lazily, only when nodes were added or a node was folded),
+and only visible rows are drawn.  A live run adds thousands of nodes; a widget
+object and a message per node (Textual's ``Tree``) would cost more than the
+rest of the app.  Labels are drawn against the cursor: nodes that open after
+it are faded, nodes open at it carry a marker, token counts are "so far".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rich.cells import cell_len
+from rich.segment import Segment
+from rich.style import Style
+from rich.text import Text
+from textual import events
+from textual.binding import Binding
+from textual.cache import LRUCache
+from textual.geometry import Size
+from textual.message import Message
+from textual.reactive import reactive
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+
+from tracing import Capture, NodeClose, NodeOpen
+from tracing.tree import TraceNode, TraceTree
+
+from .token_index import TokenIndex
+
+KIND_TAGS = {
+    "program": "fn", "role": "role", "gen": "gen", "select": "select", "regex": "regex", "json": "json",
+    "literal": "text", "tool": "tool", "tool_call": "call", "branch": "⑂", "root": "run",
+}
+
+
+def short_value(value: str, limit: int = 40) -> str:
+    r = repr(value)
+    return r if len(r) <= limit else r[: limit - 1] + "…"
+
+
+@dataclass(slots=True)
+class Row:
+    obj: object  # TraceNode or Capture
+    prefix: str  # tree guides
+    toggle: bool  # the node has rows under it
+
+
+class NodeTree(ScrollView, can_focus=True):
+    """Program-node tree, aware of the timeline cursor."""
+
+    DEFAULT_CSS = """
+    NodeTree { overflow-x: hidden; overflow-y: scroll; }
+    NodeTree > .nodetree--cursor { background: $block-cursor-blurred-background; }
+    NodeTree:focus > .nodetree--cursor {
+        background: $block-cursor-background; color: $block-cursor-foreground; text-style: bold;
+    }
+    """
+    COMPONENT_CLASSES = {"nodetree--cursor"}
+    BINDINGS = [
+        Binding("up", "move(-1)", "Up", show=False),
+        Binding("down", "move(1)", "Down", show=False),
+        Binding("enter", "choose", "Highlight node", show=False, id="tree-choose"),
+        Binding("e", "toggle", "Fold / unfold", show=False, id="tree-toggle"),
+    ]
+
+    cursor_line: reactive[int] = reactive(0, always_update=True)
+
+    class NodeChosen(Message):
+        """The user picked a node (enter or click): highlight its tokens, select its first."""
+
+        def __init__(self, node: TraceNode) -> None:
+            super().__init__()
+            self.node = node
+
+    class NodeFocused(Message):
+        """The user moved the tree cursor onto a node (preview: highlight its tokens)."""
+
+        def __init__(self, node: TraceNode) -> None:
+            super().__init__()
+            self.node = node
+
+    def __init__(self, index: TokenIndex, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.trace = TraceTree()
+        self.index = index
+        self.seq = -1
+        self.pcolors: dict[str, str] = {}
+        self.folded: set[int] = set()  # node ids the user folded
+        self._rows: list[Row] = []
+        self._row_of: dict[int, int] = {}  # id(obj) -> row
+        self._dirty = True
+        self._gen = 0
+        self._cache: LRUCache[tuple, Strip] = LRUCache(512)
+        self._styles: dict[str, Style] = {}
+        self._shown_states: dict[int, tuple] = {}
+
+    # -- feeding ---------------------------------------------------------
+    def feed(self, events: list) -> None:
+        """Structural events of drained batches (Tokens already filtered out)."""
+        structural = [e for e in events if type(e) in (NodeOpen, NodeClose, Capture)]
+        if not structural:
+            return
+        self.trace.feed(structural)
+        if any(type(e) is not NodeClose for e in structural):
+            self._dirty = True
+        self.restyle()
+
+    # -- rows ------------------------------------------------------------
+    @property
+    def rows(self) -> list[Row]:
+        if self._dirty:
+            self._build()
+        return self._rows
+
+    def _build(self) -> None:
+        rows: list[Row] = []
+        folded = self.folded
+        # iterative pre-order walk: (object, guides of the ancestors, is-last, depth)
+        stack: list[tuple[object, str, bool, int]] = [(self.trace.root, "", True, 0)]
+        while stack:
+            obj, guides, last, depth = stack.pop()
+            if isinstance(obj, TraceNode):
+                kids: list = list(obj.children) + list(obj.captures)
+            else:
+                kids = []
+            prefix = "" if depth == 0 else guides + ("└ " if last else "├ ")
+            rows.append(Row(obj, prefix, bool(kids)))
+            if kids and not (isinstance(obj, TraceNode) and obj.node_id in folded):
+                child_guides = "" if depth == 0 else guides + ("  " if last else "│ ")
+                for i in range(len(kids) - 1, -1, -1):
+                    stack.append((kids[i], child_guides, i == len(kids) - 1, depth + 1))
+        self._rows = rows
+        self._row_of = {id(r.obj): i for i, r in enumerate(rows)}
+        self._dirty = False
+        self._gen += 1
+        size = Size(self.size.width, len(rows))
+        if size != self.virtual_size:
+            self.set_reactive(ScrollView.virtual_size, size)  # no screen re-layout per node
+            self._scroll_update(size)
+
+    @property
+    def cursor_node(self) -> TraceNode | Capture | None:
+        rows = self.rows
+        return rows[self.cursor_line].obj if 0 <= self.cursor_line < len(rows) else None
+
+    def row_of(self, obj) -> int | None:
+        self.rows
+        return self._row_of.get(id(obj))
+
+    # -- cursor ----------------------------------------------------------
+    def set_cursor(self, seq: int) -> None:
+        """Redraw the visible rows whose label the new cursor changes (and only those)."""
+        if seq == self.seq:
+            return
+        self.seq = seq
+        rows = self.rows
+        top = self.scroll_offset.y
+        h = self.scrollable_content_region.height
+        states = {}
+        for row in range(top, min(len(rows), top + h)):
+            states[row] = self._state(rows[row].obj)
+        old = self._shown_states
+        self._shown_states = states
+        changed = [row for row, st in states.items() if old.get(row) != st]
+        if len(changed) > h // 2:
+            self.refresh()
+        else:
+            for row in changed:
+                self.refresh_line(row)
+
+    def restyle(self) -> None:
+        self._cache.clear()
+        self._styles.clear()
+        self._shown_states = {}
+        self.refresh()
+
+    def show_node_id(self, node_id: int) -> None:
+        """Move the cursor to the node with ``node_id``, or to the newest node
+        when the tree has not been fed that one yet."""
+        node = self.trace.by_id.get(node_id)
+        if node is not None:
+            self.show_node(node)
+            return
+        rows = self.rows
+        row = next((i for i in range(len(rows) - 1, -1, -1) if isinstance(rows[i].obj, TraceNode)), None)
+        if row is not None and row != self.cursor_line:
+            self.set_reactive(NodeTree.cursor_line, row)
+            self._scroll_into_view(row)
+            self.refresh()
+
+    def show_node(self, node: TraceNode) -> None:
+        """Move the tree cursor to ``node`` (unfolding its ancestors) without a message."""
+        parent = node.parent
+        while parent is not None:
+            if parent.node_id in self.folded:
+                self.folded.discard(parent.node_id)
+                self._dirty = True
+            parent = parent.parent
+        row = self.row_of(node)
+        if row is not None and row != self.cursor_line:
+            self.set_reactive(NodeTree.cursor_line, row)
+            self._scroll_into_view(row)
+            self.refresh()
+
+    def choose(self, node: TraceNode) -> None:
+        """Pick ``node`` as the user would (tests, the command palette)."""
+        row = self.row_of(node)
+        if row is not None:
+            self.cursor_line = row
+            self.post_message(self.NodeChosen(node))
+
+    def _scroll_into_view(self, row: int) -> None:
+        h = self.scrollable_content_region.height
+        top = self.scroll_offset.y
+        if row < top or row >= top + h:
+            self.scroll_to(y=max(0, row - h // 3), animate=False, immediate=True)
+
+    def watch_cursor_line(self, row: int) -> None:
+        self._scroll_into_view(row)
+        self.refresh()
+
+    def _node_at(self, row: int) -> TraceNode | None:
+        rows = self.rows
+        if not 0 <= row < len(rows):
+            return None
+        obj = rows[row].obj
+        if isinstance(obj, Capture):
+            return self.trace.by_id.get(obj.node_id)
+        return obj  # type: ignore[return-value]
+
+    # -- keys and mouse ----------------------------------------------------
+    def action_move(self, delta: int) -> None:
+        n = len(self.rows)
+        if not n:
+            return
+        self.cursor_line = max(0, min(n - 1, self.cursor_line + delta))
+        node = self._node_at(self.cursor_line)
+        if node is not None:
+            self.post_message(self.NodeFocused(node))
+
+    def action_choose(self) -> None:
+        node = self._node_at(self.cursor_line)
+        if node is not None:
+            self.post_message(self.NodeChosen(node))
+
+    def action_toggle(self) -> None:
+        node = self._node_at(self.cursor_line)
+        if node is None:
+            return
+        if node.node_id in self.folded:
+            self.folded.discard(node.node_id)
+        elif self.rows[self.row_of(node) or 0].toggle:
+            self.folded.add(node.node_id)
+        self._dirty = True
+        row = self.row_of(node)
+        if row is not None:
+            self.cursor_line = row
+        self.restyle()
+
+    def on_click(self, event: events.Click) -> None:
+        offset = event.get_content_offset(self)
+        if offset is None:
+            return
+        row = offset.y + self.scroll_offset.y
+        rows = self.rows
+        if not 0 <= row < len(rows):
+            return
+        r = rows[row]
+        self.cursor_line = row
+        x = offset.x
+        start = cell_len(r.prefix)
+        if r.toggle and start <= x < start + 2 and isinstance(r.obj, TraceNode):
+            self.action_toggle()
+            return
+        self.action_choose()
+
+    # -- drawing ---------------------------------------------------------------
+    def render_line(self, y: int) -> Strip:
+        row = y + self.scroll_offset.y
+        width = self.scrollable_content_region.width
+        rows = self.rows
+        base = self.rich_style
+        if row >= len(rows):
+            return Strip.blank(width, base)
+        r = rows[row]
+        key = (row, self._gen, width, self._state(r.obj), row == self.cursor_line, self.has_focus)
+        strip = self._cache.get(key)
+        if strip is None:
+            guide = self._style(self.pcolors.get("guide", "dim"))
+            segs = [Segment(r.prefix, guide)] if r.prefix else []
+            if r.toggle and isinstance(r.obj, TraceNode):
+                segs.append(Segment("▶ " if r.obj.node_id in self.folded else "▼ ", guide))
+            cursor = self.get_component_rich_style("nodetree--cursor") if row == self.cursor_line else None
+            for part, style in self.label_parts(r.obj):
+                st = self._style(style)
+                segs.append(Segment(part, st + cursor if cursor is not None else st))
+            strip = Strip(segs).apply_style(base).extend_cell_length(width, base)
+            if strip.cell_length > width:
+                strip = strip.crop(0, width)
+            self._cache[key] = strip
+        return strip
+
+    def _style(self, spec: str) -> Style:
+        st = self._styles.get(spec)
+        if st is None:
+            st = self._styles[spec] = Style.parse(spec) if spec else Style()
+        return st
+
+    def _state(self, obj) -> tuple:
+        """What of the cursor position a row's label depends on."""
+        seq = self.seq
+        if isinstance(obj, Capture):
+            return (obj.seq <= seq,)
+        node: TraceNode = obj  # type: ignore[assignment]
+        if node.kind == "root":
+            end = self.index.store.run_end()
+            return (end is not None and end.seq <= seq,)
+        if node.open_seq > seq:
+            return (False,)
+        close = node.close_seq
+        hi = seq if close is None or close > seq else close
+        return (True, close is not None and close <= seq, self.index.count_at(hi) - self.index.count_at(node.open_seq))
+
+    def label(self, obj) -> Text:
+        """The row's label as Rich text (tests, tooltips)."""
+        text = Text(no_wrap=True, end="")
+        for part, style in self.label_parts(obj):
+            text.append(part, style)
+        return text
+
+    def label_parts(self, obj) -> list[tuple[str, str]]:
+        c = self.pcolors
+        muted = c.get("muted", "dim")
+        seq = self.seq
+        parts: list[tuple[str, str]] = []
+        add = parts.append
+        if isinstance(obj, Capture):
+            future = obj.seq > seq
+            faint = c.get("faint", "dim")
+            add(("↳ ", faint if future else muted))
+            add((obj.name, faint if future else "bold"))
+            add((" = ", faint if future else muted))
+            add((short_value(obj.value), faint if future else c.get("success", "")))
+            return parts
+        node: TraceNode = obj  # type: ignore[assignment]
+        kind = node.kind
+        if kind == "root":
+            store = self.index.store
+            start, end = store.run_start(), store.run_end()
+            add((start.script if start is not None and start.script else "run", "bold"))
+            if start is not None and start.model:
+                add((f"  {start.model}", muted))
+            if end is not None and end.seq <= seq and end.status != "done":
+                add((f"  {end.status}", c.get("error", "red")))
+            return parts
+        if node.open_seq > seq:  # not opened yet at the cursor: faded
+            faint = c.get("faint", "dim")
+            tag = "⑂ " + node.name if kind == "branch" else f"{KIND_TAGS.get(kind, kind)} {node.name}".strip()
+            add((tag, faint))
+            return parts
+        if kind == "branch":
+            add(("⑂ " + node.name, c.get("warning", "yellow")))
+            return parts
+        add((KIND_TAGS.get(kind, kind), c.get("role" if kind == "role" else ("tool" if kind.startswith("tool") else "kind"), "")))
+        if node.name:
+            add((" ", ""))
+            add((node.name, "bold"))
+        _, closed, n = self._state(node)
+        add((f" {n} tok", muted))
+        if not closed:
+            add((" ●", c.get("accent", "yellow")))
+        elif node.stop_reason:
+            add((f" · {node.stop_reason}", muted))
+        return parts
+
+    def on_resize(self, event: events.Resize) -> None:
+        self._cache.clear()
+        size = Size(event.size.width, len(self.rows))
+        self.set_reactive(ScrollView.virtual_size, size)
+        self._scroll_update(size)
+
+    def on_focus(self) -> None:
+        self.refresh()
+
+    def on_blur(self) -> None:
+        self.refresh()

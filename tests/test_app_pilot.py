@@ -1,0 +1,268 @@
+"""The inspector app driven through Textual's pilot: behaviour, not pixels."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from _app_support import FakeRun, Producer, small_events, small_store, sync, synthetic_store
+
+from guidance_tui.app import InspectorApp
+from guidance_tui.help import HelpScreen
+from tracing import TraceStore
+
+SIZE = (100, 32)
+
+
+def visible_text(app: InspectorApp) -> str:
+    """The token stream as drawn (the lines on screen, scroll included)."""
+    view = app.token_view
+    return "\n".join(view.render_line(y).text.rstrip() for y in range(view.scrollable_content_region.height))
+
+
+async def wait_for(pilot, predicate, timeout: float = 5.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError("condition not reached in time")
+        await pilot.pause(0.02)
+
+
+@sync
+async def test_scrubbing_moves_the_cursor_and_the_detail_pane_shows_that_token():
+    app = InspectorApp(small_store())
+    async with app.run_test(size=SIZE) as pilot:
+        idx = app.index
+        assert app.cursor.seq == app.cursor.end_seq
+        await pilot.press("left")
+        assert app.cursor.seq == idx.seqs[idx.n - 1]
+        assert app.detail_pane.shown_token == idx.n - 1
+        await pilot.press("left")
+        await pilot.pause()
+        assert app.cursor.seq == idx.seqs[idx.n - 2]
+        assert app.detail_pane.shown_token == idx.n - 2
+        text = app.detail_pane.plain_text()
+        assert "forced" in text and "allowed 1" in text and "gen answer · open" in text
+        assert "Sure" not in visible_text(app)  # the screen shows the store up to the cursor
+        await pilot.press("home")
+        assert app.cursor.seq == idx.seqs[0]
+        assert visible_text(app).strip().startswith("user")
+        await pilot.press("end")
+        assert app.cursor.seq == app.cursor.end_seq
+        assert "Sure" in visible_text(app)
+
+
+@sync
+async def test_jumping_to_a_backtrack_selects_the_token_it_took_back():
+    app = InspectorApp(small_store())
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("home", "b")
+        await pilot.pause()
+        idx = app.index
+        bt = idx.backtracks[0]
+        assert app.cursor.seq == bt.seq
+        assert app.detail_pane.shown_token == bt.removed[-1]
+        assert "taken back by backtrack 1" in app.detail_pane.plain_text()
+        assert idx.backtracks_at(app.backtrack_pane.seq) == 1
+        assert "? 4 is" in visible_text(app)  # struck through, still shown
+        await pilot.press("x")  # hide backtracked tokens
+        assert "? 4 is" not in visible_text(app)
+        assert "? 4" in visible_text(app)
+        await pilot.press("x")
+        await pilot.press("B")
+        assert app.cursor.seq == bt.seq  # no earlier backtrack: stays
+
+
+@sync
+async def test_choosing_a_backtrack_in_its_pane_moves_the_cursor_there():
+    app = InspectorApp(synthetic_store(600))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("k")
+        assert app.backtrack_pane.has_focus
+        await pilot.press("home")
+        app.backtrack_pane.highlighted = 2
+        await pilot.press("enter")
+        await pilot.pause()
+        assert app.cursor.seq == app.index.backtracks[2].seq
+
+
+@sync
+async def test_next_low_probability_token():
+    app = InspectorApp(small_store())
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("home", "l")
+        tok = app.index.token(app.detail_pane.shown_token)
+        assert tok.bytes == b" is" and tok.prob < 0.1
+
+
+@sync
+async def test_selecting_a_tree_node_highlights_its_tokens_and_selects_its_first():
+    app = InspectorApp(small_store())
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("home")  # the node lies after the cursor: choosing it moves the cursor
+        tree = app.tree_pane
+        node = tree.trace.by_id[2]
+        tree.focus()
+        tree.choose(node)
+        await pilot.pause()
+        assert app.token_view.highlight == (node.open_seq, node.close_seq)
+        first = app.index.count_at(node.open_seq)
+        assert app.index.token(first).bytes == b" 4"
+        assert app.detail_pane.shown_token == first
+        assert app.cursor.seq >= node.close_seq
+        await pilot.press("escape")
+        assert app.token_view.highlight is None
+
+
+@sync
+async def test_clicking_a_token_selects_it_and_its_node():
+    app = InspectorApp(small_store())
+    async with app.run_test(size=SIZE) as pilot:
+        view = app.token_view
+        idx = app.index
+        target = idx.n - 1  # " Sure", in the select node
+        spot = next((x, y) for y in range(5) for x in range(60) if view.token_at_offset(x, y) == target)
+        region = view.content_region
+        await pilot.click(offset=(region.x + spot[0], region.y + spot[1]))
+        await pilot.pause()
+        assert app.detail_pane.shown_token == target
+        assert tree_cursor_node_id(app) == 3
+
+
+def tree_cursor_node_id(app: InspectorApp) -> int:
+    node = app.tree_pane.cursor_node
+    return getattr(node, "node_id", None)
+
+
+@sync
+async def test_an_error_run_shows_the_traceback_and_status_error():
+    app = InspectorApp(small_store(error=True))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        pane = app.query_one("#error")
+        assert pane.has_class("-shown")
+        assert "ZeroDivisionError" in str(app.error_text.render())
+        assert app.metrics_bar.stats.status == "error"
+        await pilot.press("left")  # before the RunEnd: not an error yet
+        assert not pane.has_class("-shown")
+        assert app.metrics_bar.stats.status == "running"
+
+
+@sync
+async def test_a_live_script_that_raises_is_marked_error_and_its_exit_code_returned():
+    run = FakeRun(small_events(error=True), delay=0.002)
+    app = InspectorApp(run.store, script_run=run, use_monitor=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, app.script_done.is_set)
+        await wait_for(pilot, lambda: app.query_one("#error").has_class("-shown"))
+        assert app.metrics_bar.stats.status == "error"
+        await pilot.press("q")
+    assert app.return_value == 3
+
+
+@sync
+async def test_live_mode_follows_the_end_and_stops_following_after_a_scrub():
+    store = TraceStore()
+    producer = Producer(store, n=4000, per_tick=10, interval=0.005)
+    app = InspectorApp(store, live=True, use_monitor=False)
+    async with app.run_test(size=SIZE) as pilot:
+        producer.start()
+        try:
+            await wait_for(pilot, lambda: app.index.n > 200)
+            await pilot.pause(0.1)
+            assert app.cursor.following
+            assert app.cursor.seq == app.cursor.end_seq
+            await pilot.press("left")
+            held = app.cursor.seq
+            end_then = app.cursor.end_seq
+            await wait_for(pilot, lambda: app.cursor.end_seq > end_then + 50)
+            assert not app.cursor.following and app.cursor.seq == held
+            await pilot.press("end")
+            assert app.cursor.following
+            await wait_for(pilot, lambda: app.cursor.end_seq > held + 100)
+            await pilot.pause(0.1)
+            assert app.cursor.seq == app.cursor.end_seq
+        finally:
+            producer.stop.set()
+            producer.join()
+
+
+@sync
+async def test_play_advances_the_cursor_and_space_pauses():
+    app = InspectorApp(synthetic_store(3000))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("home")
+        start = app.cursor.seq
+        await pilot.press("plus")  # 2×: ~90 tokens a second of this trace
+        await pilot.press("space")
+        assert app.cursor.playing
+        await pilot.pause(0.3)
+        assert app.cursor.seq > start
+        await pilot.press("space")
+        assert not app.cursor.playing
+        held = app.cursor.seq
+        await pilot.pause(0.1)
+        assert app.cursor.seq == held
+
+
+@sync
+async def test_colour_and_underline_metrics_cycle():
+    app = InspectorApp(small_store())
+    async with app.run_test(size=SIZE) as pilot:
+        opts = app.token_view.options
+        assert opts.color_metric == "probability"
+        await pilot.press("c")
+        assert opts.color_metric == "latency"
+        await pilot.press("c", "c")
+        assert opts.color_metric == "probability"
+        await pilot.press("u")
+        assert opts.underline_metric == "probability"
+        assert "underline: unlikely" in app.token_view.border_subtitle
+        await pilot.press("w")
+        assert opts.show_whitespace
+        assert "·is" in visible_text(app)
+
+
+@sync
+async def test_help_opens_with_question_mark_and_closes_with_escape():
+    app = InspectorApp(small_store())
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        await pilot.press("left")  # timeline keys do not leak through the modal
+        assert app.cursor.seq == app.cursor.end_seq
+        await pilot.press("escape")
+        assert not isinstance(app.screen, HelpScreen)
+
+
+@sync
+async def test_command_palette_runs_inspector_commands():
+    app = InspectorApp(small_store())
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("home")
+        await pilot.press("ctrl+p")
+        await pilot.pause()
+        await pilot.press(*"next backtrack")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: app.cursor.seq == app.index.backtracks[0].seq)
+
+
+def test_every_binding_has_an_id_and_a_description():
+    from guidance_tui.keymap import BINDINGS
+
+    ids = [b.id for b in BINDINGS]
+    assert all(ids) and len(set(ids)) == len(ids)
+    assert all(b.description and b.tooltip for b in BINDINGS)
+
+
+@pytest.mark.parametrize("size", [(80, 24), (160, 48)])
+@sync
+async def test_usable_at_small_and_large_sizes(size):
+    app = InspectorApp(synthetic_store(800, gpus=1))
+    async with app.run_test(size=size) as pilot:
+        await pilot.press("home", "right", "right", "b", "l", "c", "x", "end")
+        await pilot.pause()
+        assert app.token_view.size.width >= 30
+        assert app.detail_pane.display
