@@ -26,6 +26,8 @@ class Session:
     cancel_event: threading.Event = field(default_factory=threading.Event)
     _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
     _monitor_listener: object = None
+    _listener_lock: threading.Lock = field(default_factory=threading.Lock)
+    _closed: bool = False
 
     def next_node_id(self) -> int:
         return next(self._ids)
@@ -38,15 +40,21 @@ class Session:
         """Feed the shared monitor's samples into this session's store (once)."""
         if self.monitoring and self._monitor_listener is None:
             store = self.store
+            self._closed = False
 
             def listener(m: Metric) -> None:
-                store.append(m)
+                # The sampler may call a listener just after release(): never append past close().
+                with self._listener_lock:
+                    if not self._closed:
+                        store.append(m)
 
             self._monitor_listener = listener
             get_monitor().acquire(listener)
 
     def close(self) -> None:
         if self._monitor_listener is not None:
+            with self._listener_lock:
+                self._closed = True
             get_monitor().release(self._monitor_listener)
             self._monitor_listener = None
 

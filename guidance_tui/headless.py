@@ -17,19 +17,23 @@ from .runner import RunResult
 def execute(run, transcript=None) -> RunResult:
     """Run ``run`` (a ScriptRun) in a worker thread, pumping ``transcript`` meanwhile."""
     box: dict = {}
+    done = threading.Event()
 
     def target() -> None:
         try:
             box["result"] = run.run()
         except BaseException as e:  # the runner itself failed (not the script)
             box["error"] = e
+        finally:
+            done.set()
 
     worker = threading.Thread(target=target, name="script", daemon=True)
     worker.start()
     interrupted = False
-    while worker.is_alive():
+    # An Event, not Thread.join: a join interrupted by Ctrl-C can leave is_alive() False too early.
+    while not done.is_set():
         try:
-            worker.join(0.05)
+            done.wait(0.05)
             if transcript is not None:
                 transcript.pump()
         except KeyboardInterrupt:

