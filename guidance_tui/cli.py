@@ -77,7 +77,7 @@ _VALUE_OPTIONS = {"--model": "model", "--backend": "backend", "--record": "recor
 _FLAG_OPTIONS = {"--plain": "plain", "-q": "quiet", "--quiet": "quiet"}
 
 
-def _take_own_options(args) -> None:
+def take_own_options(args) -> None:
     """Pull our options out of the script's arguments.
 
     ``run SCRIPT ARGS...`` hands everything after the script to the script
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         if hasattr(args, "args"):
-            _take_own_options(args)
+            take_own_options(args)
         if args.command in ("info", "export"):
             from . import cmd_inspect as mod
         elif args.command in ("record", "model"):

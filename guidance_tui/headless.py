@@ -43,7 +43,7 @@ def execute(run, transcript=None) -> RunResult:
             run.cancel()
             print("\nguidance-tui: interrupting (Ctrl-C again to stop waiting)", file=sys.stderr)
     if transcript is not None:
-        transcript.finish()
+        transcript.finish(trace_path=run.trace_path)
     if "error" in box:
         from .cli import CliError
 
@@ -52,11 +52,15 @@ def execute(run, transcript=None) -> RunResult:
 
 
 def report(run, result: RunResult, *, frames: bool = True) -> int:
-    """The outcome on stderr: the trace path, and for a failure the user's frames (unless the
-    transcript showed them) and one line; returns the exit code."""
+    """The outcome on stderr; returns the exit code.
+
+    ``frames`` is False when a transcript already showed the trace path and the
+    user's frames: then only a failure's one line is added.
+    """
     where = f"trace: {run.trace_path}"
     if result.status == "done":
-        print(where, file=sys.stderr)
+        if frames:
+            print(where, file=sys.stderr)
         return 0
     if result.status == "interrupted":
         print(f"guidance-tui: interrupted; {where}", file=sys.stderr)

@@ -7,7 +7,7 @@ import io
 import pytest
 from _app_support import FakeRun, small_events, stamped
 
-from guidance_tui import cmd_app
+from guidance_tui import cli, cmd_app
 from guidance_tui.cli import main
 from tracing import write_trace
 from tracing.fileformat import encode_trace
@@ -69,17 +69,20 @@ def test_run_without_a_terminal_prints_a_transcript_and_returns_the_exit_code(tm
 
 
 def test_run_plain_cancels_the_script_on_ctrl_c(monkeypatch):
+    import threading
+
     run = FakeRun(small_events(), delay=0.05)
     calls = {"n": 0}
-    real_join = cmd_app.threading.Thread.join
+    real_wait = threading.Event.wait
 
-    def join(self, timeout=None):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real_join(self, timeout)
+    def wait(self, timeout=None):  # Ctrl-C lands while the main thread waits for the script
+        if threading.current_thread() is threading.main_thread():
+            calls["n"] += 1
+            if calls["n"] == 2:
+                raise KeyboardInterrupt
+        return real_wait(self, timeout)
 
-    monkeypatch.setattr(cmd_app.threading.Thread, "join", join)
+    monkeypatch.setattr(threading.Event, "wait", wait)
     out = io.StringIO()
     assert cmd_app.run_plain(run, file=out) == 130
     assert "interrupted" in out.getvalue()
@@ -90,6 +93,6 @@ def test_options_after_the_script_are_ours_until_a_double_dash():
 
     args = argparse.Namespace(args=["--record", "t.gtt", "x", "--plain", "--model=m.gguf", "--", "--record", "y"],
                               record=None, model=None, backend=None, plain=False)
-    cmd_app.take_own_options(args)
+    cli.take_own_options(args)
     assert (args.record, args.model, args.plain) == ("t.gtt", "m.gguf", True)
     assert args.args == ["x", "--record", "y"]

@@ -156,6 +156,7 @@ class FrameDecoder:
         self.vocab: dict[int, bytes] = {}
         self._t = 0
         self._text_len = 0
+        self._seq = 0  # next seq, for decode_frames
 
     def decode(self, payload: bytes, seq: int) -> AnyEvent | None:
         """The event in one frame, or None for a vocabulary frame."""
@@ -180,11 +181,14 @@ class FrameDecoder:
             return ev
         raise TraceFormatError(f"unknown frame tag {tag}")
 
-    def decode_frames(self, data: bytes, pos: int, name: str) -> tuple[list[AnyEvent], int]:
-        """Every complete frame from ``pos`` on: (events, bytes of an incomplete last frame).
+    def decode_frames(self, data: bytes, pos: int, name: str,
+                      max_events: int | None = None) -> tuple[list[AnyEvent], int, int]:
+        """Complete frames from ``pos`` on, up to ``max_events`` events:
+        (events, bytes of an incomplete last frame, position reached).
 
         The same as calling :meth:`decode` frame by frame, with the loop state
-        kept in locals: reading a long trace is dominated by this loop.
+        kept in locals: reading a long trace is dominated by this loop.  Seqs
+        continue across calls, so a file can be decoded in chunks.
         """
         raw = self._dec.decode
         ev_dec = self._ev_dec.decode
@@ -195,8 +199,9 @@ class FrameDecoder:
         append = events.append
         view = memoryview(data)
         end = len(data)
-        dropped = seq = 0
-        while pos < end:
+        dropped, seq = 0, self._seq
+        limit = seq + max_events if max_events is not None else -1
+        while pos < end and seq != limit:
             start = pos
             n = data[pos]
             pos += 1
@@ -244,8 +249,8 @@ class FrameDecoder:
             except _DECODE_ERRORS as e:
                 raise TraceFormatError(f"{name}: corrupt frame at byte {start} ({type(e).__name__})") from None
             pos += n
-        self._t, self._text_len = t, text_len
-        return events, dropped
+        self._t, self._text_len, self._seq = t, text_len, seq
+        return events, dropped, pos if not dropped else end
 
     def _unpack_token(self, blob: bytes, seq: int, t_us: int, node_id: int, pos: int, lat: int,
                       mask: int) -> Token:
@@ -306,29 +311,39 @@ class TraceFile:
     vocab: dict[int, bytes]
 
 
-def read_trace(path: str | os.PathLike) -> TraceFile:
-    """Read a whole trace file; raise :class:`TraceFormatError` on foreign or corrupt data."""
+def read_bytes(path: str | os.PathLike) -> bytes:
+    """A trace file's bytes; :class:`TraceFormatError` with one line when it cannot be read."""
     try:
-        data = Path(path).read_bytes()
+        return Path(path).read_bytes()
     except FileNotFoundError:
         raise TraceFormatError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise TraceFormatError(f"{path}: is a directory") from None
     except OSError as e:
         raise TraceFormatError(f"{path}: cannot read ({e.strerror})") from None
-    return decode_trace(data, str(path))
 
 
-def decode_trace(data: bytes, name: str = "trace") -> TraceFile:
+def check_header(data: bytes, name: str) -> int:
+    """The format version of ``data``; :class:`TraceFormatError` for foreign or newer files."""
     if len(data) < HEADER.size or data[:8] != MAGIC:
         raise TraceFormatError(f"{name}: not a guidance-tui trace file")
     _, version = HEADER.unpack_from(data)
     if version > FORMAT_VERSION:
         raise TraceFormatError(
             f"{name}: written by a newer guidance-tui (format {version}; this version reads up to {FORMAT_VERSION})")
+    return version
+
+
+def read_trace(path: str | os.PathLike) -> TraceFile:
+    """Read a whole trace file; raise :class:`TraceFormatError` on foreign or corrupt data."""
+    return decode_trace(read_bytes(path), str(path))
+
+
+def decode_trace(data: bytes, name: str = "trace") -> TraceFile:
+    version = check_header(data, name)
     dec = FrameDecoder()
     with _gc_paused():  # hundreds of thousands of small objects, none in a cycle
-        events, dropped = dec.decode_frames(data, HEADER.size, name)
+        events, dropped, _ = dec.decode_frames(data, HEADER.size, name)
     return TraceFile(events, version, dropped, dec.vocab)
 
 
