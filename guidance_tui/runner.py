@@ -114,6 +114,11 @@ class ScriptRun:
 
         return f"{NAME} (embedded default)"
 
+    def _backend_label(self) -> str:
+        if self.backend:
+            return self.backend
+        return "transformers" if self.model and Path(self.model).is_dir() else "llamacpp"
+
     def run(self) -> RunResult:
         from engines import session as sessions
         from engines.errors import Cancelled
@@ -124,7 +129,7 @@ class ScriptRun:
         except OSError as e:
             raise RunnerError(f"cannot write the trace file {self.trace_path}: {e.strerror}") from None
         store.append(RunStart(script=str(self.script), argv=[str(self.script), *self.args], model=self._model_label(),
-                              backend=self.backend or "llamacpp", wall_time=time.time(),
+                              backend=self._backend_label(), wall_time=time.time(),
                               info={"cwd": os.getcwd(), "pid": str(os.getpid())}))
         sessions.activate(self.session)
         old_argv, old_path = sys.argv, list(sys.path)
