@@ -3,7 +3,6 @@ one-line errors, the user's own frames, and traces that keep what was recorded."
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -13,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tracing import Backtrack, RunEnd, RunStart, Token, read_trace
+from tracing import RunEnd, RunStart, Token, read_trace
 
 pytestmark = pytest.mark.model
 

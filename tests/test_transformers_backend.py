@@ -17,7 +17,6 @@ transformers = pytest.importorskip("transformers")
 tokenizers = pytest.importorskip("tokenizers")
 
 from engines import ModelLoadError, gen, models, regex, select  # noqa: E402
-from engines import session as sessions  # noqa: E402
 from engines.transformers_backend import TransformersBackend  # noqa: E402
 
 pytestmark = pytest.mark.transformers
@@ -235,15 +234,6 @@ def test_unknown_option_is_rejected(model_dir):
 
 
 # -- programs through the decode loop ------------------------------------------------
-
-@pytest.fixture
-def session():
-    s = sessions.Session(monitoring=False)
-    sessions.activate(s)
-    yield s
-    sessions.activate(None)
-    s.close()
-
 
 def trace_text(s) -> str:
     return s.store.text_at(s.store.last_seq)

@@ -21,7 +21,6 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from engines import gen, models, regex, select  # noqa: E402
-from engines import session as sessions  # noqa: E402
 from engines.default_model import default_model_path  # noqa: E402
 
 pytestmark = [pytest.mark.model, pytest.mark.transformers]
@@ -145,15 +144,6 @@ def test_long_prompt_crop_past_sliding_window(tf):
     fresh = tf.logits(other, 2)
     np.testing.assert_allclose(got, fresh, atol=2e-3, rtol=0)
     tf.reset()
-
-
-@pytest.fixture
-def session():
-    s = sessions.Session(monitoring=False)
-    sessions.activate(s)
-    yield s
-    sessions.activate(None)
-    s.close()
 
 
 def _program(lm):

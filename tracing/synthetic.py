@@ -53,7 +53,7 @@ def synthetic_events(n_tokens: int = 1000, *, seed: int = 0, vocab: int = 262_14
         node += 1
         kind = rng.choice(["gen", "gen", "select", "json", "regex"])
         yield NodeOpen(node_id=node, parent_id=0, base_id=node - 1, kind=kind, name=f"{kind}{node}",
-                       grammar=f'start: /[a-z ]+/' if kind != "select" else 'start: "yes" | "no"')
+                       grammar='start: /[a-z ]+/' if kind != "select" else 'start: "yes" | "no"')
         span = rng.randint(5, 60)
         value = bytearray()
         for _ in range(span):
