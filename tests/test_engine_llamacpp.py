@@ -315,3 +315,30 @@ def test_cancel_stops_generation_and_keeps_tokens(session):
     with pytest.raises(Cancelled):
         lm + gen(max_tokens=200)
     assert 15 <= len(store.seqs_of(Token)) < 200
+
+
+def test_an_llguidance_panic_becomes_a_one_line_engine_error(session, monkeypatch):
+    """llguidance 1.9.1 can panic in commit_token (multi-byte stop=): never a crash or a traceback wall."""
+    import llguidance
+
+    from engines import loop
+    from engines.errors import EngineError
+
+    real = llguidance.LLInterpreter
+
+    class Panicking:
+        def __init__(self, *a, **kw):
+            self._inner = real(*a, **kw)
+
+        def __getattr__(self, name):
+            return getattr(self._inner, name)
+
+        def commit_token(self, token):
+            raise ValueError("panic: assertion failed: bt == 0")
+
+    monkeypatch.setattr(loop.llguidance, "LLInterpreter", Panicking)
+    with pytest.raises(EngineError, match="llguidance: panic: assertion failed") as info:
+        models.LlamaCpp() + "Hello" + gen(stop="é", max_tokens=5)
+    assert "\n" not in str(info.value)
+    closes = [e for e in session.store.events() if isinstance(e, NodeClose)]
+    assert closes[-1].stop_reason.startswith("error"), "the node is closed with the error in the trace"
