@@ -161,11 +161,16 @@ class _Call:
                 for i in st.top_ids]
 
     def _flush_pending(self, rows: np.ndarray, step_us: int) -> None:
-        """Emit the forced tokens waiting for their logits rows (rows[j] predicts pending[j])."""
+        """Emit the forced tokens waiting for their logits rows (the last rows predict the last tokens).
+
+        A backend returns at most one batch of rows: the first tokens of a forced
+        run longer than that have no row, and their probability stays unknown.
+        """
         share = step_us // max(1, len(rows))
+        missing = len(self.pending) - len(rows)
         for j, tid in enumerate(self.pending):
-            if self.opts.token_stats:
-                st = analyse(rows[j], None, self.opts.top_k)
+            if self.opts.token_stats and j >= missing:
+                st = analyse(rows[j - missing], None, self.opts.top_k)
                 top = [Alt(a.id, a.bytes, a.prob, a.id != tid) for a in self._alts(st, None)]
                 self.emit_token(tid, TokenKind.FORCED, prob=1.0, prob_raw=st.prob_raw(tid), top=top,
                                 latency_us=share, allowed=1)

@@ -342,3 +342,14 @@ def test_an_llguidance_panic_becomes_a_one_line_engine_error(session, monkeypatc
     assert "\n" not in str(info.value)
     closes = [e for e in session.store.events() if isinstance(e, NodeClose)]
     assert closes[-1].stop_reason.startswith("error"), "the node is closed with the error in the trace"
+
+
+def test_a_forced_run_longer_than_a_batch_is_recorded(session):
+    """A literal joined to a grammar is forced; past one batch of rows its first tokens get NaN."""
+    long_text = "one two three four five six seven eight nine ten. " * 60  # > 512 tokens
+    lm = models.LlamaCpp() + (long_text + select([" yes", " no"], name="a"))
+    forced = node_tokens(session.store, lm.node_id, TokenKind.FORCED)
+    assert len(forced) > 512
+    assert math.isnan(forced[0].prob_raw) and 0.0 < forced[-1].prob_raw <= 1.0
+    assert lm["a"] in (" yes", " no")
+    assert_trace_matches(session.store, lm)
