@@ -24,25 +24,12 @@ def _stdout_is_terminal() -> bool:
         return False
 
 
-def _check_script(script: str) -> Path:
-    path = Path(script)
-    if not path.exists():
-        raise CliError(f"{script}: no such file")
-    if path.is_dir():
-        raise CliError(f"{script}: is a directory, not a prompt script")
-    return path
-
-
 def _make_run(script: Path, argv, args):
-    from .runner import RunnerError, ScriptRun
+    from .headless import make_run
 
-    try:
-        # The script's prints become Message events: they would scribble over
-        # the app's screen, and in a transcript they belong in order.
-        return ScriptRun(str(script), list(argv or ()), model=args.model, backend=args.backend,
-                         record=args.record, capture_output=True)
-    except (RunnerError, OSError, ValueError) as e:
-        raise CliError(str(e)) from None
+    # The script's prints become Message events: they would scribble over
+    # the app's screen, and in a transcript they belong in order.
+    return make_run(script, argv, args, capture_output=True)
 
 
 def _exit_code(result) -> int:
@@ -84,7 +71,7 @@ def _run_script(script: Path, args) -> int:
 
 
 def cmd_run(args) -> int:
-    return _run_script(_check_script(args.script), args)
+    return _run_script(Path(args.script), args)
 
 
 def cmd_demo(args) -> int:

@@ -8,22 +8,11 @@ from __future__ import annotations
 import sys
 
 from .cli import CliError
-from .headless import execute, report
-from .runner import RunnerError, ScriptRun
-
-
-def start_run(args, *, capture_output: bool = False) -> ScriptRun:
-    """A ScriptRun from the common options (script, args, --model, --backend, --record/-o)."""
-    record = getattr(args, "output", None) or getattr(args, "record", None)
-    try:
-        return ScriptRun(args.script, args.args, model=args.model, backend=args.backend, record=record,
-                         capture_output=capture_output)
-    except RunnerError as e:
-        raise CliError(str(e)) from None
+from .headless import execute, make_run, report
 
 
 def cmd_record(args) -> int:
-    run = start_run(args)
+    run = make_run(args.script, args.args, args)
     transcript = None
     if not args.quiet:
         from .plain import PlainTranscript

@@ -10,8 +10,18 @@ from __future__ import annotations
 import sys
 import threading
 
-from .cli import EXIT_INTERRUPTED
-from .runner import RunResult
+from .cli import EXIT_INTERRUPTED, CliError
+from .runner import RunnerError, RunResult, ScriptRun
+
+
+def make_run(script, argv, args, *, capture_output: bool = False) -> ScriptRun:
+    """A ScriptRun from the common options (--model, --backend, --record / -o); one-line errors."""
+    record = getattr(args, "output", None) or getattr(args, "record", None)
+    try:
+        return ScriptRun(str(script), list(argv or ()), model=args.model, backend=args.backend, record=record,
+                         capture_output=capture_output)
+    except (RunnerError, OSError) as e:
+        raise CliError(str(e)) from None
 
 
 def execute(run, transcript=None) -> RunResult:
@@ -45,8 +55,6 @@ def execute(run, transcript=None) -> RunResult:
     if transcript is not None:
         transcript.finish(trace_path=run.trace_path)
     if "error" in box:
-        from .cli import CliError
-
         raise CliError(str(box["error"]) or type(box["error"]).__name__)
     return box.get("result") or RunResult("interrupted", "interrupted", exit_code=EXIT_INTERRUPTED)
 

@@ -91,9 +91,9 @@ class ScriptRun:
 
         path = Path(script)
         if not path.exists():
-            raise RunnerError(f"script not found: {script}")
+            raise RunnerError(f"{script}: no such file")
         if path.is_dir():
-            raise RunnerError(f"{script} is a directory, not a script")
+            raise RunnerError(f"{script}: is a directory, not a prompt script")
         self.script = path
         self.args = list(args)
         self.model = model

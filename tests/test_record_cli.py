@@ -94,7 +94,7 @@ def test_a_missing_script_is_one_line(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "guidance_tui", "record", str(tmp_path / "nope.py")],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode != 0
-    assert proc.stderr.strip() == f"guidance-tui: script not found: {tmp_path / 'nope.py'}"
+    assert proc.stderr.strip() == f"guidance-tui: {tmp_path / 'nope.py'}: no such file"
 
 
 def test_ctrl_c_mid_generation_keeps_the_trace(tmp_path):
