@@ -273,11 +273,10 @@ class _Call:
 
     def _cut(self, end: int) -> None:
         """Drop whole tokens past ``end``, then re-add the part of the last one before ``end`` as forced."""
-        n = 0
-        covered = 0
+        n = covered = 0
         while len(self.text) - covered > end and n < len(self.ids):
             n += 1
-            covered = sum(self.lens[-n:])
+            covered += self.lens[-n]
         kept = bytes(self.text[len(self.text) - covered:end])
         self.backtrack(self._drop_ids(n), n, "tool")
         if kept:
@@ -297,10 +296,11 @@ class _Call:
         # llguidance reports a capture again as it grows (first empty): the last report wins.
         latest = dict(self.raw_captures)
         for name, value in latest.items():
-            end = out.rfind(value, self.start_len - 16 if self.start_len >= 16 else 0) if value else -1
+            # The value may begin in the healed prompt bytes, just before this call's own text.
+            start = out.rfind(value, max(0, self.start_len - 16)) if value else -1
             lp = 0.0
-            if end >= 0:
-                a, b = end, end + len(value)
+            if start >= 0:
+                a, b = start, start + len(value)
                 lp = sum(l for pos, n, l in self.spans if pos < b and pos + n > a)
             self.result.captures.append((name, value.decode("utf-8", errors="replace"), lp))
             self.store.append(Capture(node_id=self.node_id, name=name,
