@@ -11,7 +11,6 @@ throttled while events stream in; user actions redraw at once.
 from __future__ import annotations
 
 import gc
-import sys
 import threading
 import time
 from pathlib import Path
@@ -46,8 +45,8 @@ TICK_HZ = 30.0
 SLOW_PANE_HZ = 4.0  # detail, tree cursor, metrics while events stream in
 TREE_HZ = 1.0  # new nodes join a big tree this often while events stream in
 FREEZE_EVERY = 20_000  # events; see _freeze_if_grown
-LIVE_SWITCH_INTERVAL = 0.001  # seconds; CPython's default is 0.005
 STREAM_HZ = 12.0  # the token stream redraws this often while following a fast run
+POLL_MAX_EVENTS = 20_000  # a script process's events decoded per tick (~0.1 s of work: frames keep coming)
 MONITOR_FALLBACK_S = 1.5  # live run without samples in the store: read the monitor after this
 
 
@@ -91,7 +90,9 @@ class InspectorScreen(Screen):
 class InspectorApp(App[int]):
     """Inspect a run: ``store`` is read, never written (except by a live producer).
 
-    ``script_run``: a ScriptRun to execute in a thread worker (live mode).
+    ``script_run``: run in a thread worker (live mode): a ScriptProcess (the
+    script in a child process; this app decodes its trace file on each tick)
+    or anything with ``run()``, ``cancel()`` and ``store`` that fills the store.
     ``loader``: a TraceLoader still filling ``store`` (replay of a big file).
     """
 
@@ -132,13 +133,13 @@ class InspectorApp(App[int]):
         self._fast_at = 0.0
         self._frozen_at = 0
         self._tab_at = 0.0
-        self._switch_interval: float | None = None
         self._fast_pending = False
         self._structural: list = []  # node/capture events not yet fed to the tree
         self._tree_at = 0.0
         self._monitor = None
         self._monitor_checked = False
         self._started = time.monotonic()
+        self._poll_run = None
         self._error_shown = False
         self.app_colors: dict[str, str] = {}
         # Display-lag probe for benchmarks: (t_us of the newest drawn token, wall time drawn).
@@ -158,11 +159,10 @@ class InspectorApp(App[int]):
         self.theme_changed_signal.subscribe(screen, lambda _theme: self._apply_theme())
         self._drain(initial=True)
         self.set_interval(1.0 / self.tick_hz, self._tick, name="drain")
-        if self.live:
-            # Hand the GIL back to the producer (the script) sooner while the UI draws.
-            self._switch_interval = sys.getswitchinterval()
-            sys.setswitchinterval(LIVE_SWITCH_INTERVAL)
         if self.script_run is not None:
+            if hasattr(self.script_run, "poll"):  # a script process: read its trace on this thread
+                self.script_run.polled_elsewhere = True
+                self._poll_run = self.script_run.poll
             self.run_worker(self._run_script, thread=True, name="script", exit_on_error=False)
         if self.loader is not None and not self.loader.done.is_set():
             self.call_after_refresh(self.loader.start)
@@ -171,9 +171,6 @@ class InspectorApp(App[int]):
             self.notify(self.startup_warning, severity="warning", timeout=8)
 
     def on_unmount(self) -> None:
-        if self._switch_interval is not None:
-            sys.setswitchinterval(self._switch_interval)
-            self._switch_interval = None
         if self._monitor is not None:
             self._monitor.release()
             self._monitor = None
@@ -241,6 +238,8 @@ class InspectorApp(App[int]):
         idx = self.index
         cur = self.cursor
         now = time.monotonic()
+        if self._poll_run is not None:
+            self._poll_script_run()
         batch = idx.ingest()
         grew = batch.last_seq > cur.end_seq
         moved = False
@@ -262,6 +261,10 @@ class InspectorApp(App[int]):
             moved = cur.tick(now) or moved
         if self.live and not self._monitor_checked:
             self._check_monitor()
+        take_output = getattr(self.script_run, "take_output", None)
+        if take_output is not None:  # the script process's own output (warnings...), not in the trace
+            for line in take_output():
+                self.output_log.write(_styled(line, self.app_colors.get("muted", "dim")))
         if initial or moved or cur.playing:
             scroll = ("end" if initial else "follow") if cur.following else ("selected" if cur.playing else None)
             self._sync(scroll=scroll, throttle=(streaming or cur.playing) and not initial)
@@ -283,6 +286,16 @@ class InspectorApp(App[int]):
                 self.notify(f"The trace ends mid-event ({loader.dropped_bytes} bytes dropped): the run was "
                             "cut short.", severity="warning", timeout=8)
             self._sync(scroll="end" if cur.following else None, throttle=False)
+
+    def _poll_script_run(self) -> None:
+        from tracing import TraceFormatError
+
+        try:
+            self._poll_run(POLL_MAX_EVENTS)
+        except TraceFormatError as e:  # the run goes on; the process watcher stops following
+            self._poll_run = None
+            self.script_run.polled_elsewhere = False
+            self.notify(str(e), title="Trace damaged", severity="error", timeout=10)
 
     def _freeze_if_grown(self, last_seq: int) -> None:
         """Move the events so far out of the garbage collector's sight.

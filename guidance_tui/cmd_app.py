@@ -8,6 +8,7 @@ example on the embedded default model.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -27,9 +28,20 @@ def _stdout_is_terminal() -> bool:
 def _make_run(script: Path, argv, args):
     from .headless import make_run
 
-    # The script's prints become Message events: they would scribble over
-    # the app's screen, and in a transcript they belong in order.
+    # The script's prints become Message events: in a transcript they belong in order.
     return make_run(script, argv, args, capture_output=True)
+
+
+def _make_process(script: Path, argv, args):
+    """The script in a child process (see script_process): the app cannot slow it down."""
+    from .runner import RunnerError
+    from .script_process import ScriptProcess
+
+    try:
+        return ScriptProcess(script, list(argv or ()), model=args.model, backend=args.backend,
+                             record=getattr(args, "record", None))
+    except (RunnerError, OSError) as e:
+        raise CliError(str(e)) from None
 
 
 def _exit_code(result) -> int:
@@ -50,11 +62,24 @@ def run_app(run, title: str) -> int:
     """Open the inspector over a live run; returns the script's exit code."""
     from .app import InspectorApp
 
+    start = getattr(run, "start", None)
+    if start is not None:
+        from .script_process import StartError
+
+        try:
+            start()
+        except StartError as e:
+            raise CliError(str(e)) from None
+        _lower_priority()
     app = InspectorApp(run.store, script_run=run, live=True, title=title)
     app.run()
     if not app.script_done.is_set():
         run.cancel()
-        app.script_done.wait(timeout=30)
+        if not app.script_done.wait(timeout=30):
+            kill = getattr(run, "kill", None)
+            if kill is not None:
+                kill()
+                app.script_done.wait(timeout=5)
     if app.run_error is not None:
         raise CliError(str(app.run_error) or type(app.run_error).__name__)
     trace = getattr(run, "trace_path", None)
@@ -63,11 +88,26 @@ def run_app(run, title: str) -> int:
     return _exit_code(app.result)
 
 
+APP_NICE = 5  # see _lower_priority
+
+
+def _lower_priority() -> None:
+    """Let the script's process win when both want a core (a model uses them all).
+
+    Called after the child started, so it keeps its priority; threads started
+    from here on inherit ours (Linux keeps a nice value per thread).  The app
+    still gets about a quarter of a contended core: enough to draw."""
+    try:
+        os.nice(APP_NICE)
+    except (AttributeError, OSError):
+        pass
+
+
 def _run_script(script: Path, args) -> int:
-    run = _make_run(script, getattr(args, "args", ()), args)
+    argv = getattr(args, "args", ())
     if getattr(args, "plain", False) or not _stdout_is_terminal():
-        return run_plain(run)
-    return run_app(run, script.name)
+        return run_plain(_make_run(script, argv, args))
+    return run_app(_make_process(script, argv, args), script.name)
 
 
 def cmd_run(args) -> int:

@@ -46,9 +46,7 @@ class TraceLoader:
         except TraceFormatError as e:
             self._fail(e)
             return True
-        append = self.store.append
-        for ev in events:
-            append(ev, stamp=False)
+        self.store.extend_recorded(events)
         if dropped:
             self.dropped_bytes = dropped
         if self._pos >= len(self._data):

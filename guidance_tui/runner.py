@@ -81,26 +81,34 @@ class _Tee(io.TextIOBase):
             self._buf = ""
 
 
+def check_script(script: str | os.PathLike) -> Path:
+    """``script`` as a Path, or :class:`RunnerError` when it cannot be a prompt script."""
+    path = Path(script)
+    if not path.exists():
+        raise RunnerError(f"{script}: no such file")
+    if path.is_dir():
+        raise RunnerError(f"{script}: is a directory, not a prompt script")
+    return path
+
+
 class ScriptRun:
     """One run of one script; :meth:`run` blocks, :meth:`cancel` may come from any thread."""
 
     def __init__(self, script: str, args: Sequence[str] = (), *, model: str | None = None,
                  backend: str | None = None, record: str | os.PathLike | None = None,
-                 store: TraceStore | None = None, monitoring: bool = True, capture_output: bool = False) -> None:
+                 store: TraceStore | None = None, monitoring: bool = True, capture_output: bool = False,
+                 flush_interval: float = 0.25, monitor_from_start: bool = False) -> None:
         from engines.session import Session
 
-        path = Path(script)
-        if not path.exists():
-            raise RunnerError(f"{script}: no such file")
-        if path.is_dir():
-            raise RunnerError(f"{script}: is a directory, not a prompt script")
-        self.script = path
+        self.script = check_script(script)
         self.args = list(args)
         self.model = model
         self.backend = backend
         self.store = store if store is not None else TraceStore()
         self.trace_path = Path(record) if record else default_trace_path(script)
         self.capture_output = capture_output
+        self.flush_interval = flush_interval
+        self.monitor_from_start = monitor_from_start
         self.session = Session(store=self.store, model=model, backend=backend, monitoring=monitoring)
         self.result: RunResult | None = None
 
@@ -125,12 +133,14 @@ class ScriptRun:
 
         store = self.store
         try:
-            writer = TraceWriter(self.trace_path, store)
+            writer = TraceWriter(self.trace_path, store, interval=self.flush_interval)
         except OSError as e:
             raise RunnerError(f"cannot write the trace file {self.trace_path}: {e.strerror}") from None
         store.append(RunStart(script=str(self.script), argv=[str(self.script), *self.args], model=self._model_label(),
                               backend=self._backend_label(), wall_time=time.time(),
                               info={"cwd": os.getcwd(), "pid": str(os.getpid())}))
+        if self.monitor_from_start:  # resources from the first moment (model loading), not the first token
+            self.session.start_monitoring()
         sessions.activate(self.session)
         old_argv, old_path = sys.argv, list(sys.path)
         old_out, old_err = sys.stdout, sys.stderr

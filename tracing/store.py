@@ -201,6 +201,10 @@ class TraceStore:
         for ev in events:
             self.append(ev)
 
+    def extend_recorded(self, events: Iterable[AnyEvent]) -> None:
+        """Add events decoded from a trace, keeping their timestamps, under one lock."""
+        self._load(events)
+
     # -- consumers -----------------------------------------------------
     def __len__(self) -> int:
         return len(self._events)

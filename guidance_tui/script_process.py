@@ -1,0 +1,287 @@
+"""A prompt script in its own process, followed through its trace file.
+
+In one process the app and the script share the interpreter lock: every
+millisecond the UI spends drawing, the script's Python waits, and a busy app
+slowed a generating script by 10-30 %.  So ``run`` starts the script in a child
+interpreter that records exactly as ``record`` does (flushing every
+LIVE_FLUSH_S), and the app follows the file as it grows.  The file is the only
+channel: what the app shows is what was recorded, and a child that dies keeps
+everything it flushed.
+
+Control goes the other way over the child's stdin: a line ``cancel`` (or the
+pipe closing, when the app dies) cancels the run at its next token.
+
+Parent side: :class:`ScriptProcess`, a drop-in for ``runner.ScriptRun`` in the
+app.  Child side: ``python -m guidance_tui.script_process SPEC``.  Neither
+imports Textual.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import Sequence
+
+from tracing import RunEnd, TraceStore
+from tracing.fileformat import HEADER, FrameDecoder, TraceFormatError, check_header
+
+from .runner import RunResult, check_script
+
+LIVE_FLUSH_S = 0.01  # the child's trace writer flushes this often: the app's display lag floor
+POLL_S = 0.02  # the parent reads the file's new bytes this often
+INTERRUPT_AFTER_S = 1.0  # the child interrupts a script that ignored a cancel this long
+CANCEL_GRACE_S = 10.0  # after a cancel, how long the child may take before it is killed
+EXIT_INTERRUPTED = 130
+
+
+class StartError(Exception):
+    """The child could not be started: one-line message."""
+
+
+class ScriptProcess:
+    """One run of one script in a child process; :meth:`run` blocks, :meth:`cancel` from any thread.
+
+    ``store`` receives the child's events as they reach the trace file.
+    ``output`` keeps the child's own stdout/stderr lines (library warnings,
+    a start-up failure): the script's prints are Message events in the trace.
+    """
+
+    def __init__(self, script: str | os.PathLike, args: Sequence[str] = (), *, model: str | None = None,
+                 backend: str | None = None, record: str | os.PathLike | None = None,
+                 store: TraceStore | None = None, python: str = sys.executable, poll_s: float = POLL_S) -> None:
+        from .paths import default_trace_path
+
+        self.script = check_script(script)
+        self.args = list(args)
+        self.model = model
+        self.backend = backend
+        self.trace_path = Path(record) if record else default_trace_path(str(script))
+        self.store = store if store is not None else TraceStore()
+        self.python = python
+        self.poll_s = poll_s
+        self.output: deque[str] = deque(maxlen=500)
+        self._new_output: list[str] = []
+        self._out_lock = threading.Lock()
+        self._cancel = threading.Event()
+        self.proc: subprocess.Popen | None = None
+        self.result: RunResult | None = None
+        self.dropped_bytes = 0
+        self.polled_elsewhere = False  # the app's timer calls poll(); run() only watches the process
+        self._poll_lock = threading.Lock()
+        self._dec = FrameDecoder()
+        self._fh = None
+        self._buf = b""
+        self._header_ok = False
+        self._closed = False
+
+    # -- control -------------------------------------------------------------------
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+
+    def take_output(self) -> list[str]:
+        """Child output lines that arrived since the last call."""
+        with self._out_lock:
+            lines, self._new_output = self._new_output, []
+        return lines
+
+    # -- the run -------------------------------------------------------------------
+    def command(self) -> list[str]:
+        spec = {"script": str(self.script), "args": self.args, "model": self.model, "backend": self.backend,
+                "record": str(self.trace_path)}
+        return [self.python, "-m", "guidance_tui.script_process", json.dumps(spec)]
+
+    def start(self) -> None:
+        """Start the child (run() does, when not done before).  Start it before
+        lowering this process's priority: the child must not inherit that."""
+        if self.proc is not None:
+            return
+        try:  # the child truncates it too, but the parent must never read a previous run's bytes
+            self.trace_path.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            raise StartError(f"cannot write the trace file {self.trace_path}: {e.strerror}") from None
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        try:
+            self.proc = subprocess.Popen(self.command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        except OSError as e:
+            raise StartError(f"cannot start {self.python}: {e.strerror}") from None
+
+    def run(self) -> RunResult:
+        try:
+            self.start()
+        except StartError as e:
+            self.store.append(RunEnd(status="error", error=str(e)))
+            self.result = RunResult("error", str(e), exit_code=1)
+            return self.result
+        reader = threading.Thread(target=self._read_output, name="script-output", daemon=True)
+        reader.start()
+        try:
+            self._follow()
+        finally:
+            self._close_stdin()
+            reader.join(timeout=2)
+        self.result = self._outcome()
+        return self.result
+
+    def _follow(self) -> None:
+        """Until the child has exited: pass on a cancel, and (unless someone
+        else calls :meth:`poll`) decode the trace file into the store."""
+        proc = self.proc
+        cancel_sent_at = None
+        try:
+            while True:
+                exited = proc.poll() is not None  # poll once more after the exit: the last flush
+                if self._cancel.is_set() and cancel_sent_at is None:
+                    cancel_sent_at = time.monotonic()
+                    self._send("cancel")
+                if cancel_sent_at is not None and not exited and time.monotonic() - cancel_sent_at > CANCEL_GRACE_S:
+                    proc.kill()
+                if exited:
+                    while self.poll():
+                        pass
+                elif not self.polled_elsewhere:
+                    self.poll()
+                if exited:
+                    self.dropped_bytes = len(self._buf)
+                    return
+                time.sleep(self.poll_s)
+        except TraceFormatError as e:  # not ours to fix: report it, stop the child, keep the file
+            self._note(f"guidance-tui: {e}")
+            proc.kill()
+            proc.wait()
+        finally:
+            with self._poll_lock:
+                if self._fh is not None:
+                    self._fh.close()
+                    self._fh = None
+                self._closed = True
+
+    def poll(self, max_events: int | None = None) -> int:
+        """Decode what the trace file gained (up to ``max_events``) into the
+        store; the number of events added.
+
+        Thread-safe.  The app calls it from its timer (``polled_elsewhere``), so
+        decoding runs on the UI thread between frames instead of competing with
+        them for the interpreter lock."""
+        with self._poll_lock:
+            if self._closed:
+                return 0
+            if self._fh is None:
+                try:
+                    self._fh = open(self.trace_path, "rb")
+                except FileNotFoundError:
+                    return 0
+            buf = self._buf + self._fh.read()
+            if not self._header_ok:
+                if len(buf) < HEADER.size:
+                    self._buf = buf
+                    return 0
+                check_header(buf, str(self.trace_path))
+                buf = buf[HEADER.size:]
+                self._header_ok = True
+            if not buf:
+                return 0
+            events, dropped, pos = self._dec.decode_frames(buf, 0, str(self.trace_path), max_events)
+            self._buf = buf[len(buf) - dropped:] if dropped else buf[pos:]  # an incomplete frame waits
+            self.store.extend_recorded(events)
+            return len(events)
+
+    def _outcome(self) -> RunResult:
+        code = self.proc.wait()
+        end = self.store.run_end()
+        if end is not None:
+            return RunResult(end.status, end.error, end.traceback, exit_code=code)
+        # No RunEnd: the child failed before the script started, or died.  Say so in the store too,
+        # so the app marks the run (the file keeps what the child wrote).
+        said = [ln for ln in self.output if ln.strip()]
+        if code < 0:
+            name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else str(-code)
+            error = f"the script's process was killed by {name}"
+            status = "interrupted" if self._cancel.is_set() else "error"
+        else:
+            error = said[-1].removeprefix("guidance-tui: ") if said else f"the script's process exited with status {code}"
+            status = "interrupted" if code == EXIT_INTERRUPTED else "error"
+        self.store.append(RunEnd(status=status, error=error))
+        return RunResult(status, error, exit_code=code if code > 0 else (EXIT_INTERRUPTED if status == "interrupted" else 1))
+
+    # -- pipes ---------------------------------------------------------------------
+    def _send(self, line: str) -> None:
+        try:
+            self.proc.stdin.write(line.encode() + b"\n")
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError, ValueError):
+            pass
+
+    def _close_stdin(self) -> None:
+        try:
+            self.proc.stdin.close()
+        except (BrokenPipeError, OSError):
+            pass
+
+    def _read_output(self) -> None:
+        for raw in self.proc.stdout:
+            self._note(raw.decode("utf-8", "replace").rstrip("\n"))
+        self.proc.stdout.close()
+
+    def _note(self, line: str) -> None:
+        with self._out_lock:
+            self.output.append(line)
+            self._new_output.append(line)
+
+
+# -- the child -----------------------------------------------------------------------
+def _watch_stdin(run, finished: threading.Event) -> None:
+    """Cancel the run on a ``cancel`` line, or when the parent goes away (EOF).
+
+    The engines stop at their next token; a script busy in its own code (or
+    asleep) never looks, so after INTERRUPT_AFTER_S it gets a SIGINT: the
+    script runs on the main thread, where that is a KeyboardInterrupt even
+    inside a blocking call, and the runner records the run as interrupted."""
+    for line in sys.stdin:
+        if line.strip() == "cancel":
+            break
+    run.cancel()
+    if not finished.wait(INTERRUPT_AFTER_S):
+        os.kill(os.getpid(), signal.SIGINT)
+
+
+def child_main(argv: list[str]) -> int:
+    from .runner import RunnerError, ScriptRun
+
+    spec = json.loads(argv[0])
+    try:
+        run = ScriptRun(spec["script"], spec["args"], model=spec["model"], backend=spec["backend"],
+                        record=spec["record"], capture_output=True, flush_interval=LIVE_FLUSH_S,
+                        monitor_from_start=True)
+    except (RunnerError, OSError) as e:
+        print(f"guidance-tui: {e}", file=sys.stderr)
+        return 1
+    finished = threading.Event()
+    threading.Thread(target=_watch_stdin, args=(run, finished), name="control", daemon=True).start()
+    try:
+        result = run.run()
+    except KeyboardInterrupt:  # landed outside the script (the runner's own clean-up): the file is closed
+        return EXIT_INTERRUPTED
+    except Exception as e:  # the runner failed (the trace file cannot be written...): one line
+        print(f"guidance-tui: {e}", file=sys.stderr)
+        return 1
+    finally:
+        finished.set()
+    return result.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(child_main(sys.argv[1:]))
