@@ -35,127 +35,147 @@ sys.path.insert(0, str(ROOT))
 
 
 # -- parts (each runs in its own interpreter) ---------------------------------------
-def _native_step(buf: bytes, rounds: int) -> None:
-    """Stand-in for a forward pass: CPU work in C with the GIL released (hashlib
-    drops the GIL for buffers over 2 KiB), as llama.cpp's decode does."""
-    import hashlib
+PRODUCER = ROOT / "benchmarks" / "_producer_script.py"
 
-    for _ in range(rounds):
-        hashlib.sha256(buf).digest()
+
+def _said(store, word: str) -> str | None:
+    """The text after ``word`` in the first Message that starts with it."""
+    from tracing import Message
+
+    for seq in store.seqs_of(Message):
+        text = store[seq].text
+        if text.startswith(word + " "):
+            return text.split(" ", 1)[1]
+    return None
 
 
 def part_live(n_tokens: int, native_rounds: int, mode: str) -> dict:
-    """Producer into a headless live app vs the same producer alone.
+    """The producer script under `guidance-tui run`'s machinery, with and without the app.
 
-    ``mode`` "generate": the producer builds each event in Python
-    (synthetic_events) and appends it, at full speed;  "burst": it appends
-    pre-built events in a tight loop (the app's ingest capacity);  "model":
-    each token first does ``native_rounds`` of GIL-free native work.
+    Both ways the script runs in the same child process ``run`` starts
+    (script_process), recording its trace.  "Alone": nobody follows it.  "With
+    the app": a headless InspectorApp follows the file, as ``run`` does.  The
+    producer times itself; display lag is the child's clock at drawing time
+    minus the newest drawn token's timestamp (the monotonic clock is shared
+    between processes).
     """
-    import msgspec
+    import subprocess
 
-    from tracing import TraceStore
-    from tracing.synthetic import synthetic_events
+    from tracing import TraceStore, read_trace
 
     from guidance_tui.app import InspectorApp
+    from guidance_tui.script_process import ScriptProcess
 
-    buf = os.urandom(native_rounds * 64 * 1024 or 1024)  # one C call per token, as a decode step is
-    template = list(synthetic_events(n_tokens, seed=1))
+    tmp = tempfile.mkdtemp(prefix="bench-live-")
+    argv = [mode, str(n_tokens), str(native_rounds)]
 
-    def produce(store: TraceStore, events: list) -> float:
-        append = store.append
-        t0 = time.perf_counter()
-        if mode == "generate":
-            for ev in synthetic_events(n_tokens, seed=1):
-                append(ev)
-        elif mode == "model":
-            for ev in events:
-                if type(ev).__name__ == "Token":
-                    _native_step(buf, 1)
-                append(ev)
-        else:
-            for ev in events:
-                append(ev)
-        return time.perf_counter() - t0
+    def alone(i: int) -> float:
+        sp = ScriptProcess(PRODUCER, argv, record=os.path.join(tmp, f"alone{i}.gtt"))
+        proc = subprocess.Popen(sp.command(), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        if proc.wait() != 0:
+            raise SystemExit(f"the producer failed: {sp.command()}")
+        proc.stdin.close()
+        return float(_said(TraceStore(read_trace(sp.trace_path).events), "ELAPSED"))
 
-    def fresh() -> list:
-        return [msgspec.structs.replace(e) for e in template]
+    base_before = [alone(i) for i in range(2)]
 
-    produce(TraceStore(), fresh())  # warm up caches and the allocator
-    base_before = [produce(TraceStore(), fresh()) for _ in range(2)]
-
-    events = fresh()
     store = TraceStore()
+    run = ScriptProcess(PRODUCER, argv, record=os.path.join(tmp, "app.gtt"), store=store)
     lags_ms: list[float] = []
     box: dict = {}
-    app = InspectorApp(store, live=True, use_monitor=False)
-
-    def now_us() -> int:
-        return (time.monotonic_ns() - store._t0) // 1000  # the store's own clock
+    app = InspectorApp(store, script_run=run, use_monitor=False)
+    t0_ns = [0]
 
     def probe(newest_t_us: int) -> None:
+        if not t0_ns[0]:
+            said = _said(store, "T0")
+            if said is None:
+                return
+            t0_ns[0] = int(said)
         if newest_t_us > 0:
-            app.call_after_refresh(lambda: lags_ms.append((now_us() - newest_t_us) / 1000))
+            app.call_after_refresh(
+                lambda: lags_ms.append(((time.monotonic_ns() - t0_ns[0]) / 1000 - newest_t_us) / 1000))
 
     app.lag_probe = probe
     cpu = {}
 
     async def drive() -> None:
         async with app.run_test(headless=True, size=(120, 40)) as pilot:
-            await pilot.pause(0.2)
-            thread = threading.Thread(target=lambda: box.setdefault("elapsed", produce(store, events)))
+            c0 = time.process_time()
             t0 = time.perf_counter()
-            c0 = time.thread_time()
-            thread.start()
-            while thread.is_alive():
+            while not app.script_done.is_set():
                 await asyncio.sleep(0.01)
-            thread.join()
             while app.cursor.seq < store.last_seq:  # until the app shows the last event
                 await asyncio.sleep(0.002)
             await pilot.pause()
-            box["caught_up"] = time.perf_counter() - t0
-            cpu["app"] = time.thread_time() - c0
+            box["wall"] = time.perf_counter() - t0
+            cpu["app"] = time.process_time() - c0
             box["tokens"] = app.index.n
 
     asyncio.run(drive())
-    base_after = [produce(TraceStore(), fresh()) for _ in range(2)]
+    with_app = float(_said(store, "ELAPSED"))
+    base_after = [alone(i) for i in range(2, 4)]
     base = statistics.median(base_before + base_after)
-    with_app = box["elapsed"]
-    # Control: a neighbour thread that burns the app's CPU share in C (no GIL)
-    # slows the producer by this much on this machine: the part of the slowdown
-    # that is the machine's (cores shared with other processes), not the app's.
-    share = min(0.95, cpu["app"] / box["caught_up"])
-    stop = threading.Event()
-
-    def neighbour() -> None:
-        import hashlib
-
-        chunk = os.urandom(64 * 1024)  # over 2 KiB: hashlib releases the GIL
-        while not stop.is_set():
-            t = time.perf_counter()
-            while time.perf_counter() - t < 0.01 * share:
-                hashlib.sha256(chunk).digest()
-            time.sleep(0.01 * (1 - share))
-
-    th = threading.Thread(target=neighbour, daemon=True)
-    th.start()
-    with_neighbour = statistics.median([produce(TraceStore(), fresh()) for _ in range(2)])
-    stop.set()
-    th.join()
     lags_ms.sort()
+    # Skip frames drawn before the producer started (model-less start-up).
     return {
         "tokens": box["tokens"],
         "producer_alone_tok_s": box["tokens"] / base,
         "producer_with_app_tok_s": box["tokens"] / with_app,
         "producer_slowdown_pct": 100.0 * (with_app - base) / base,
-        "control_slowdown_pct": 100.0 * (with_neighbour - base) / base,
-        "ingest_tok_s": box["tokens"] / box["caught_up"],
-        "app_cpu_share": cpu["app"] / box["caught_up"],
+        "producer_alone_runs_s": base_before + base_after,
+        "producer_with_app_s": with_app,
+        "ingest_tok_s": box["tokens"] / with_app if mode != "burst" else float("nan"),
+        "app_cpu_share": cpu["app"] / box["wall"],
         "lag_p50_ms": lags_ms[len(lags_ms) // 2] if lags_ms else float("nan"),
         "lag_p99_ms": lags_ms[int(len(lags_ms) * 0.99)] if lags_ms else float("nan"),
         "lag_max_ms": lags_ms[-1] if lags_ms else float("nan"),
         "frames": len(lags_ms),
     }
+
+
+def part_ingest(n_tokens: int) -> dict:
+    """The app's ingest capacity: a finished trace of ``n_tokens`` followed from
+    its first byte, as a live run's file is (the producer infinitely fast)."""
+    from tracing import TraceStore, write_trace
+    from tracing.synthetic import synthetic_events
+
+    from guidance_tui.app import InspectorApp
+    from guidance_tui.script_process import ScriptProcess
+
+    tmp = tempfile.mkdtemp(prefix="bench-ingest-")
+    path = os.path.join(tmp, "burst.gtt")
+    write_trace(path, list(synthetic_events(n_tokens, seed=1)))
+    data = Path(path).read_bytes()
+    script = os.path.join(tmp, "cat.py")  # a "script" whose whole trace lands at once
+    Path(script).write_text("")
+
+    class Burst(ScriptProcess):
+        def command(self) -> list[str]:
+            code = ("import sys, time; open(sys.argv[1], 'wb').write(open(sys.argv[2], 'rb').read()); "
+                    "sys.stdin.readline()")
+            return [sys.executable, "-c", code, str(self.trace_path), path]
+
+    store = TraceStore()
+    run = Burst(script, record=os.path.join(tmp, "out.gtt"), store=store)
+    app = InspectorApp(store, script_run=run, use_monitor=False)
+    box: dict = {}
+
+    async def drive() -> None:
+        async with app.run_test(headless=True, size=(120, 40)) as pilot:
+            t0 = time.perf_counter()
+            while app.index.n < n_tokens:
+                await asyncio.sleep(0.002)
+            await pilot.pause()
+            box["s"] = time.perf_counter() - t0
+            box["tokens"] = app.index.n
+            run.cancel()
+            while not app.script_done.is_set():
+                await asyncio.sleep(0.01)
+
+    asyncio.run(drive())
+    return {"tokens": box["tokens"], "ingest_tok_s": box["tokens"] / box["s"], "mb": len(data) / 2**20}
 
 
 def part_replay(path: str) -> dict:
@@ -260,7 +280,7 @@ def verdict(ok: bool) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--part", choices=["live", "replay"])
+    ap.add_argument("--part", choices=["live", "ingest", "replay"])
     ap.add_argument("--tokens", type=int, default=0)
     ap.add_argument("--path")
     ap.add_argument("--quick", action="store_true")
@@ -269,6 +289,9 @@ def main() -> None:
     a = ap.parse_args()
     if a.part == "live":
         print(json.dumps(part_live(a.tokens, a.native_rounds, a.mode)))
+        return
+    if a.part == "ingest":
+        print(json.dumps(part_ingest(a.tokens)))
         return
     if a.part == "replay":
         print(json.dumps(part_replay(a.path)))
@@ -279,32 +302,28 @@ def main() -> None:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"guidance-tui inspector benchmark · python {sys.version.split()[0]} · {os.cpu_count()} cpus · "
           f"load average {load:.1f} at start")
+    ing = run_part(["--part", "ingest", "--tokens", str(n_live)])
+    print(f"\ningest: a {ing['tokens']:,}-token trace file followed from its first byte (a producer with no cost)")
+    print(f"  app ingests            {ing['ingest_tok_s']:>10,.0f} tok/s   target >= 50,000   "
+          f"{verdict(ing['ingest_tok_s'] >= 50_000)}")
     runs = [
-        ("generate", "a synthetic producer at full speed (builds each event in Python, appends it)",
-         n_live, 0),
-        ("burst", "burst: pre-built events appended in a tight loop (the app's ingest capacity)", 3 * n_live, 0),
-        ("model", "model-like: each token first does ~1 ms of GIL-free native work (a decode step)",
-         1500 if a.quick else 4000, 25),
+        ("generate", "a synthetic producer at full speed (builds each event in Python, appends it)", n_live, 0),
+        ("model", "model-like: each token first does a step of GIL-free native work on every core, "
+                  "as a llama.cpp decode does", 600 if a.quick else 1500, 40),
     ]
     for mode, what, n, rounds in runs:
         live = run_part(["--part", "live", "--tokens", str(n), "--native-rounds", str(rounds), "--mode", mode])
-        print(f"\nlive, {what}")
-        print(f"  {live['tokens']:,} tokens · producer alone {live['producer_alone_tok_s']:,.0f} tok/s · "
-              f"with the app {live['producer_with_app_tok_s']:,.0f} tok/s · app thread used "
-              f"{100 * live['app_cpu_share']:.0f}% of a core")
-        if mode == "model":
-            print(f"  app ingests            {live['ingest_tok_s']:>10,.0f} tok/s   (all the producer makes)")
-        else:
-            print(f"  app ingests            {live['ingest_tok_s']:>10,.0f} tok/s   target >= 50,000   "
-                  f"{verdict(live['ingest_tok_s'] >= 50_000)}")
-        if mode != "burst":
-            print(f"  display lag            p50 {live['lag_p50_ms']:.0f} ms · p99 {live['lag_p99_ms']:.0f} ms · "
-                  f"max {live['lag_max_ms']:.0f} ms over {live['frames']} frames   target <= 100 ms   "
-                  f"{verdict(live['lag_p99_ms'] <= 100)}")
+        alone = ", ".join(f"{x:.2f}" for x in live["producer_alone_runs_s"])
+        print(f"\nlive, the script in its own process as `run` starts it: {what}")
+        print(f"  {live['tokens']:,} tokens · producer alone {live['producer_alone_tok_s']:,.0f} tok/s "
+              f"(runs {alone} s) · with the app {live['producer_with_app_tok_s']:,.0f} tok/s "
+              f"({live['producer_with_app_s']:.2f} s) · the app used {100 * live['app_cpu_share']:.0f}% of a core")
+        print(f"  app shows              {live['ingest_tok_s']:>10,.0f} tok/s   (all the producer makes)")
+        print(f"  display lag            p50 {live['lag_p50_ms']:.0f} ms · p99 {live['lag_p99_ms']:.0f} ms · "
+              f"max {live['lag_max_ms']:.0f} ms over {live['frames']} frames   target <= 100 ms   "
+              f"{verdict(live['lag_p99_ms'] <= 100)}")
         print(f"  producer slowdown      {live['producer_slowdown_pct']:>9.1f} %   target < 2 %   "
               f"{verdict(live['producer_slowdown_pct'] < 2)}")
-        print(f"    control: a GIL-free thread burning the same CPU share slows it {live['control_slowdown_pct']:.1f} % "
-              f"on this machine (cores shared: load average {os.getloadavg()[0]:.1f})")
 
     from tracing import write_trace
     from tracing.synthetic import synthetic_events
