@@ -117,7 +117,7 @@ class BacktrackList(ScrollView, can_focus=True):
         row = y + self.scroll_offset.y
         width = self.size.width
         idx = self.index
-        base = self.rich_style
+        base = self.visual_style.rich_style  # cached by Textual; rich_style walks the ancestors each time
         if row >= len(idx.backtracks):
             if row == 0:
                 return Strip([Segment("No backtracks" + (" yet" if idx.store.run_end() is None else ""),

@@ -10,11 +10,13 @@ from __future__ import annotations
 import bisect
 from typing import Sequence
 
-from rich.text import Text
+from textual.strip import Strip
 from textual.widget import Widget
 
 from tracing import Metric
 from tracing.store import TraceStore
+
+from .strips import Run, runs_strip
 
 BLOCKS = "▁▂▃▄▅▆▇█"
 
@@ -71,28 +73,35 @@ class ResourceBar(Widget):
             self._key = key
             self.refresh()
 
-    def render(self) -> Text:
-        width = self.size.width or 80
+    def render_line(self, y: int) -> Strip:
+        width = self.size.width
+        base = self.visual_style.rich_style
+        if y != 0:
+            return Strip.blank(width, base)
+        return runs_strip(self.runs(width or 80), width, base)
+
+    def runs(self, width: int) -> list[Run]:
+        """The line as (text, style) runs for a bar ``width`` cells wide."""
         c = self.pcolors
         muted = c.get("muted", "dim")
         samples = self.samples(max(8, width))
         gpus = samples[-1].gpus if samples else []
         cells = 4 if gpus else 3
         cell_w = max(16, width // cells)
-        text = Text(no_wrap=True, overflow="ellipsis", end="")
+        runs: list[Run] = []
         if not samples:
-            text.append(" resources ", muted)
+            runs.append((" resources ", muted))
             if self.store.seqs_of(Metric):
-                text.append("no samples up to the cursor", muted)
+                runs.append(("no samples up to the cursor", muted))
             else:
-                text.append("no samples yet" if self.monitor is not None else "not recorded in this trace", muted)
-            return text
+                runs.append(("no samples yet" if self.monitor is not None else "not recorded in this trace", muted))
+            return runs
 
         def cell(label: str, values: list[float], top: float, value: str, color: str) -> None:
             spark_w = max(3, cell_w - len(label) - len(value) - 4)
-            text.append(f" {label} ", muted)
-            text.append(sparkline(values, spark_w, top), c.get(color, ""))
-            text.append(f" {value} ", "bold")
+            runs.append((f" {label} ", muted))
+            runs.append((sparkline(values, spark_w, top), c.get(color, "")))
+            runs.append((f" {value} ", "bold"))
 
         last = samples[-1]
         cell("CPU", [m.cpu for m in samples], 100.0, f"{last.cpu:.0f}%", "spark-cpu")
@@ -112,6 +121,6 @@ class ResourceBar(Widget):
             cell("VRAM", [vram(m) for m in samples], vtotal,
                  f"{fmt_bytes(vram(last))}/{fmt_bytes(vtotal)}", "spark-vram")
         else:
-            text.append(" GPU ", muted)
-            text.append("none", muted)
-        return text
+            runs.append((" GPU ", muted))
+            runs.append(("none", muted))
+        return runs

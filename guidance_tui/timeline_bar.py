@@ -3,12 +3,13 @@ cursor position in tokens and events, and whether the view follows a live run.""
 
 from __future__ import annotations
 
-from rich.text import Text
 from textual import events
 from textual.message import Message
+from textual.strip import Strip
 from textual.widget import Widget
 
 from .cursor import Cursor
+from .strips import Run, runs_strip, runs_width
 
 
 def fmt_speed(speed: float) -> str:
@@ -40,26 +41,32 @@ class TimelineBar(Widget):
             self._key = key
             self.refresh()
 
-    def render(self) -> Text:
+    def render_line(self, y: int) -> Strip:
+        width = self.size.width
+        base = self.visual_style.rich_style
+        if y != 0:
+            return Strip.blank(width, base)
+        return runs_strip(self.runs(width or 80), width, base, ellipsis=False)
+
+    def runs(self, width: int) -> list[Run]:
+        """The line as (text, style) runs for a bar ``width`` cells wide."""
         cur = self.cursor
         idx = cur.index
         c = self.pcolors
         muted = c.get("muted", "dim")
-        width = self.size.width or 80
-        text = Text(no_wrap=True, overflow="crop", end="")
-        text.append(" ⏸ " if cur.playing else " ▶ ", c.get("accent", "bold"))
-        text.append(f"{fmt_speed(cur.speed):>5} ", muted)
+        left: list[Run] = [(" ⏸ " if cur.playing else " ▶ ", c.get("accent", "bold")),
+                           (f"{fmt_speed(cur.speed):>5} ", muted)]
         k = idx.count_at(cur.seq)
-        right = Text(no_wrap=True, end="")
-        right.append(f" {k:,}", "bold")
-        right.append(f"/{idx.n:,} tok", muted)
+        right: list[Run] = [(f" {k:,}", "bold"), (f"/{idx.n:,} tok", muted)]
         if width >= 100:
-            right.append(f"  seq {max(cur.seq, 0):,}/{max(cur.end_seq, 0):,}", muted)
+            right.append((f"  seq {max(cur.seq, 0):,}/{max(cur.end_seq, 0):,}", muted))
         if self.live:
-            right.append("  ● follow" if cur.following else "  ○ scrubbed", c.get("accent" if cur.following else "muted", ""))
-        right.append(" ")
-        track_w = max(4, width - text.cell_len - right.cell_len - 1)
-        self._track = (text.cell_len, track_w)
+            right.append(("  ● follow" if cur.following else "  ○ scrubbed",
+                          c.get("accent" if cur.following else "muted", "")))
+        right.append((" ", ""))
+        left_w = runs_width(left)
+        track_w = max(4, width - left_w - runs_width(right) - 1)
+        self._track = (left_w, track_w)
         end = max(cur.end_seq, 1)
         pos = int(round(max(cur.seq, 0) / end * (track_w - 1))) if cur.end_seq > 0 else 0
         marks = self._marks(track_w, end)
@@ -75,14 +82,15 @@ class TimelineBar(Widget):
             cells[pos] = "●"
             kinds[pos] = 0
         styles = {0: c.get("accent", "bold"), 1: played, 2: rest, 3: mark}
+        runs = left
         start = 0
         for x in range(1, track_w + 1):
             if x == track_w or kinds[x] != kinds[start]:
-                text.append("".join(cells[start:x]), styles[kinds[start]])
+                runs.append(("".join(cells[start:x]), styles[kinds[start]]))
                 start = x
-        text.append(" ")
-        text.append_text(right)
-        return text
+        runs.append((" ", ""))
+        runs.extend(right)
+        return runs
 
     def _marks(self, track_w: int, end: int) -> set[int]:
         """Track cells holding a backtrack (cached: a long run has thousands)."""

@@ -95,7 +95,8 @@ class NodeTree(ScrollView, can_focus=True):
         self._dirty = True
         self._gen = 0
         self._cache: LRUCache[tuple, Strip] = LRUCache(512)
-        self._styles: dict[str, Style] = {}
+        self._styles: dict[tuple[str, bool], Style] = {}
+        self._base = Style()  # what _styles were combined with
         self._shown_states: dict[int, tuple] = {}
 
     # -- feeding ---------------------------------------------------------
@@ -283,31 +284,37 @@ class NodeTree(ScrollView, can_focus=True):
         row = y + self.scroll_offset.y
         width = self.scrollable_content_region.width
         rows = self.rows
-        base = self.rich_style
         if row >= len(rows):
-            return Strip.blank(width, base)
+            return Strip.blank(width, self.visual_style.rich_style)
         r = rows[row]
         key = (row, self._gen, width, self._state(r.obj), row == self.cursor_line, self.has_focus)
         strip = self._cache.get(key)
         if strip is None:
+            base = self.visual_style.rich_style  # cached by Textual; rich_style walks the ancestors each time
+            if base != self._base:
+                self._base = base
+                self._styles.clear()
             guide = self._style(self.pcolors.get("guide", "dim"))
             segs = [Segment(r.prefix, guide)] if r.prefix else []
             if r.toggle and isinstance(r.obj, TraceNode):
                 segs.append(Segment("▶ " if r.obj.node_id in self.folded else "▼ ", guide))
-            cursor = self.get_component_rich_style("nodetree--cursor") if row == self.cursor_line else None
+            cursor = row == self.cursor_line
             for part, style in self.label_parts(r.obj):
-                st = self._style(style)
-                segs.append(Segment(part, st + cursor if cursor is not None else st))
-            strip = Strip(segs).apply_style(base).extend_cell_length(width, base)
+                segs.append(Segment(part, self._style(style, cursor)))
+            strip = Strip(segs).extend_cell_length(width, base)
             if strip.cell_length > width:
                 strip = strip.crop(0, width)
             self._cache[key] = strip
         return strip
 
-    def _style(self, spec: str) -> Style:
-        st = self._styles.get(spec)
+    def _style(self, spec: str, cursor: bool = False) -> Style:
+        """The widget's base style plus ``spec`` (plus the cursor row's), parsed once."""
+        st = self._styles.get((spec, cursor))
         if st is None:
-            st = self._styles[spec] = Style.parse(spec) if spec else Style()
+            st = Style.parse(spec) if spec else Style()
+            if cursor:  # the cursor's style depends on focus: on_focus and on_blur clear this cache
+                st += self.get_component_rich_style("nodetree--cursor")
+            st = self._styles[(spec, cursor)] = self._base + st
         return st
 
     def _state(self, obj) -> tuple:
@@ -384,7 +391,9 @@ class NodeTree(ScrollView, can_focus=True):
         self._scroll_update(size)
 
     def on_focus(self) -> None:
+        self._styles.clear()
         self.refresh()
 
     def on_blur(self) -> None:
+        self._styles.clear()
         self.refresh()
