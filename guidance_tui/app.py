@@ -384,17 +384,34 @@ class InspectorApp(App[int]):
         self.resource_bar.set_cursor(seq)
         self._show_error(seq)
 
+    _tab_label = "Backtracks"  # what the Backtracks tab says now
+    _tab_timer = None  # a relabel waiting for the one-second gap
+
     def _update_backtrack_tab(self) -> None:
-        now = time.monotonic()
-        if now - self._tab_at < 1.0:  # relabelling a tab re-lays out the screen
-            return
-        self._tab_at = now
+        """The tab counts every backtrack of the run so far (the metrics bar: those up to the cursor).
+
+        Relabelling a tab re-lays out the screen: at most once a second while
+        backtracks stream in, and the latest count always lands in the end."""
         n = len(self.index.backtracks)
+        label = f"Backtracks {n}" if n else "Backtracks"
+        if label == self._tab_label or self._tab_timer is not None:
+            return
+        wait = self._tab_at + 1.0 - time.monotonic()
+        if wait > 0:
+            self._tab_timer = self.set_timer(wait, self._relabel_backtrack_tab)
+            return
+        self._relabel_backtrack_tab()
+
+    def _relabel_backtrack_tab(self) -> None:
+        self._tab_timer = None
+        self._tab_at = time.monotonic()
+        n = len(self.index.backtracks)
+        label = f"Backtracks {n}" if n else "Backtracks"
         try:
             tab = self.query_one("#tabs", TabbedContent).get_tab("tab-backtracks")
         except Exception:
             return
-        label = f"Backtracks {n}" if n else "Backtracks"
+        self._tab_label = label
         if str(tab.label) != label:
             tab.label = label
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from rich.text import Text
+from textual.strip import Strip
 from textual.widget import Widget
 
 from .stats import RunStats
+from .strips import Run, runs_strip, runs_width
 
 STATUS_ICONS = {"running": "●", "done": "✔", "error": "✖", "interrupted": "■", "empty": "○"}
 STATUS_COLORS = {"running": "accent", "done": "success", "error": "error", "interrupted": "warning",
@@ -38,42 +39,45 @@ class MetricsBar(Widget):
             self.stats, self.mode = stats, mode
             self.refresh()
 
-    def render(self) -> Text:
+    def render_line(self, y: int) -> Strip:
+        width = self.size.width
+        base = self.visual_style.rich_style
+        if y != 0:
+            return Strip.blank(width, base)
+        return runs_strip(self.runs(width or 80), width, base)
+
+    def runs(self, width: int) -> list[Run]:
+        """The line as (text, style) runs for a bar ``width`` cells wide."""
         c = self.pcolors
         muted = c.get("muted", "dim")
         s = self.stats
-        text = Text(no_wrap=True, overflow="ellipsis", end="")
         if s is None:
-            return text
-        width = self.size.width or 80
+            return []
         wide = width >= 100
         color = c.get("status-" + STATUS_COLORS.get(s.status, "muted"), "bold")
-        text.append(f" {STATUS_ICONS.get(s.status, '?')} {s.status} ", color)
+        runs: list[Run] = [(f" {STATUS_ICONS.get(s.status, '?')} {s.status} ", color)]
+        # Backtracks up to the cursor, out of the run's total (the Backtracks tab's count) when they differ.
+        bts = f"{s.backtracks:,}" if s.backtracks == s.backtracks_total else f"{s.backtracks:,}/{s.backtracks_total:,}"
         parts: list[tuple[str, str, str]] = [  # (label before, value, label after)
             ("", f"{s.tokens:,}", " tok"),
             ("", "–" if s.forced_pct is None else f"{s.forced_pct:.0f}%", " forced"),
             ("", fmt_rate(s.tok_per_s), " tok/s"),
             ("TTFT ", fmt_secs(s.ttft_s), ""),
             ("", "–" if s.mean_latency_us is None else f"{s.mean_latency_us / 1000:.1f} ms", "/tok"),
-            ("" if wide else "↶ ", f"{s.backtracks:,}", " backtracks" if wide else ""),
+            ("" if wide else "↶ ", bts, " backtracks" if wide else ""),
         ]
         sep = " │ " if wide else " · "
         mode = MODES.get(self.mode, self.mode.upper())
         tail = f" {self.title}  {mode} " if self.title and width >= 110 else f" {mode} "
-        room = width - text.cell_len - len(tail)
+        room = width - runs_width(runs) - len(tail)
         for before, value, after in parts:  # what does not fit is dropped; the mode stays
-            piece = Text(no_wrap=True, end="")
-            piece.append(sep, muted)
-            if before:
-                piece.append(before, muted)
-            piece.append(value, "bold")
-            if after:
-                piece.append(after, muted)
-            if piece.cell_len > room:
+            piece = [(sep, muted), (before, muted), (value, "bold"), (after, muted)]
+            w = runs_width(piece)
+            if w > room:
                 break
-            text.append_text(piece)
-            room -= piece.cell_len
+            runs.extend(piece)
+            room -= w
         if room > 0:
-            text.append(" " * room)
-        text.append(tail, c.get("mode-" + self.mode, muted))
-        return text
+            runs.append((" " * room, ""))
+        runs.append((tail, c.get("mode-" + self.mode, muted)))
+        return runs

@@ -16,10 +16,11 @@ class RunStats:
     generated: int
     forced: int
     prompt: int
-    backtracks: int
+    backtracks: int  # up to the cursor
     tok_per_s: float | None  # generated + forced tokens per second of decoding
     ttft_s: float | None  # run start to first generated or forced token
     mean_latency_us: float | None  # over generated tokens
+    backtracks_total: int = 0  # in the whole run so far, the cursor aside
 
     @property
     def forced_pct(self) -> float | None:
@@ -54,4 +55,5 @@ def stats_at(index: TokenIndex, seq: int) -> RunStats:
         if sampled > 1 and t_last > t_first:
             rate = (sampled - 1) / ((t_last - t_first) / 1e6)
     mean = index.cum_gen_latency[k] / gen if gen else None
-    return RunStats(status_at(index, seq), k, gen, forced, k - sampled, index.backtracks_at(seq), rate, ttft, mean)
+    return RunStats(status_at(index, seq), k, gen, forced, k - sampled, index.backtracks_at(seq), rate, ttft, mean,
+                    len(index.backtracks))

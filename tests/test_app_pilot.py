@@ -6,10 +6,12 @@ import asyncio
 
 import pytest
 from _app_support import FakeRun, Producer, small_events, small_store, sync, synthetic_store
+from textual.widgets import TabbedContent
 
 from guidance_tui.app import InspectorApp
 from guidance_tui.help import HelpScreen
 from tracing import TraceStore
+from tracing.synthetic import synthetic_events
 
 SIZE = (100, 32)
 
@@ -85,6 +87,44 @@ async def test_choosing_a_backtrack_in_its_pane_moves_the_cursor_there():
         await pilot.press("enter")
         await pilot.pause()
         assert app.cursor.seq == app.index.backtracks[2].seq
+
+
+def backtracks_tab_label(app: InspectorApp) -> str:
+    return str(app.query_one("#tabs", TabbedContent).get_tab("tab-backtracks").label)
+
+
+@sync
+async def test_the_backtracks_tab_counts_the_whole_run_and_the_metrics_bar_those_up_to_the_cursor():
+    app = InspectorApp(small_store())
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        assert backtracks_tab_label(app) == "Backtracks 1"
+        await pilot.press("home")
+        bar = "".join(text for text, _ in app.metrics_bar.runs(SIZE[0]))
+        assert "0/1 backtracks" in bar
+        await pilot.press("end")
+        bar = "".join(text for text, _ in app.metrics_bar.runs(SIZE[0]))
+        assert "1 backtracks" in bar and "/1 backtracks" not in bar
+
+
+@sync
+async def test_the_backtracks_tab_catches_up_with_backtracks_that_arrive_in_quick_succession():
+    events = list(synthetic_events(1200, seed=5))
+    half = len(events) // 2
+    store = TraceStore()
+    app = InspectorApp(store, live=True, use_monitor=False)
+    async with app.run_test(size=SIZE) as pilot:
+        for ev in events[:half]:
+            store.append(ev)
+        await wait_for(pilot, lambda: app.index.n > 0 and backtracks_tab_label(app) != "Backtracks")
+        first = backtracks_tab_label(app)
+        for ev in events[half:]:  # more backtracks, well within the tab's one-second relabel gap
+            store.append(ev)
+        await wait_for(pilot, lambda: app.cursor.end_seq == len(store) - 1)
+        total = len(app.index.backtracks)
+        assert first != f"Backtracks {total}"
+        await wait_for(pilot, lambda: backtracks_tab_label(app) == f"Backtracks {total}", timeout=3.0)
+        assert app.metrics_bar.stats.backtracks == app.metrics_bar.stats.backtracks_total == total
 
 
 @sync
