@@ -8,15 +8,18 @@ stopped, and whether a backtrack later took the token back.
 
 from __future__ import annotations
 
-from rich.console import Group
+from dataclasses import dataclass
+
 from rich.cells import cell_len, set_cell_size
 from rich.text import Text
+from textual.strip import Strip
 from textual.widget import Widget
 
 from tracing import Token
 from tracing.tree import TraceTree
 
 from .colors import KIND_NAMES
+from .strips import Run, runs_strip
 from .token_index import TokenIndex
 from .token_text import glyphs
 
@@ -59,8 +62,23 @@ def prob_bar(p: float, width: int = 6) -> str:
     return ("█" * full + ("" if rest == 0 else "▏▎▍▌▋▊▉"[rest - 1])).ljust(width)
 
 
+@dataclass(frozen=True, slots=True)
+class Wrapped:
+    """A row of one style that wraps onto more lines when the pane is narrow."""
+
+    text: str
+    style: str
+
+
+Row = list[Run] | Wrapped  # a one-line row (cut with "…" when too long), or a wrapped one
+
+
 class DetailPane(Widget):
-    """Shows one token; :meth:`show` is called by the app when the selection moves."""
+    """Shows one token; :meth:`show` is called by the app when the selection moves.
+
+    The rows are built once per shown token as (text, style) runs and drawn as
+    Strips on Textual's line API: a seek redraws eleven short rows, not a Rich
+    renderable through the visual pipeline."""
 
     def __init__(self, index: TokenIndex, trace: TraceTree, *, id: str | None = None) -> None:
         super().__init__(id=id)
@@ -69,7 +87,10 @@ class DetailPane(Widget):
         self.pcolors: dict[str, str] = {}
         self._shown: tuple | None = None
         self.shown_token = -1
-        self._renderable = Text("")
+        self._rows: list[Row] = []
+        self._drawn_at: tuple | None = None  # (width, base style) _lines_at_width and _strips are for
+        self._lines_at_width: list[list[Run]] = []
+        self._strips: dict[int, Strip] = {}
 
     def show(self, t: int, seq: int, *, force: bool = False) -> None:
         key = (t, seq if t >= 0 and self.index.removed_at.get(t, -1) >= 0 else 0,
@@ -78,21 +99,42 @@ class DetailPane(Widget):
             return
         self._shown = key
         self.shown_token = t
-        self._renderable = self.render_token(t, seq)
+        self._rows = self.render_token(t, seq)
+        self._drawn_at = None
         self.refresh()  # a fixed-height pane: no re-layout of the screen
 
-    def render(self):
-        return self._renderable
+    def _lines(self, width: int) -> list[list[Run]]:
+        """The rows as lines of runs ``width`` cells wide: wrapped rows wrap, the others stay one line."""
+        lines: list[list[Run]] = []
+        for row in self._rows:
+            if isinstance(row, Wrapped):
+                for part in Text(row.text).wrap(self.app.console, max(1, width)):
+                    lines.append([(part.plain, row.style)])
+            else:
+                lines.append(row)
+        return lines
+
+    def render_line(self, y: int) -> Strip:
+        width = self.size.width
+        base = self.visual_style.rich_style
+        if self._drawn_at != (width, base):  # _rows changed (show cleared this) or the pane did
+            self._drawn_at = (width, base)
+            self._lines_at_width = self._lines(width)
+            self._strips.clear()
+        strip = self._strips.get(y)
+        if strip is None:
+            lines = self._lines_at_width
+            strip = runs_strip(lines[y], width, base) if y < len(lines) else Strip.blank(width, base)
+            self._strips[y] = strip
+        return strip
 
     def plain_text(self, width: int = 60) -> str:
         """What the pane shows, as plain text (tests, screen readers)."""
-        import io
-
-        from rich.console import Console
-
-        console = Console(width=width, color_system=None, file=io.StringIO())
-        console.print(self._renderable)
-        return console.file.getvalue()
+        out = []
+        for runs in self._lines(width):
+            text = "".join(t for t, _ in runs)
+            out.append(text if cell_len(text) <= width else set_cell_size(text, width - 1) + "…")
+        return "\n".join(out) + "\n"
 
     def _node_close_key(self, t: int, seq: int):
         if t < 0:
@@ -100,83 +142,65 @@ class DetailPane(Widget):
         node = self.trace.by_id.get(self.index.token(t).node_id)
         return None if node is None or node.close_seq is None else node.close_seq <= seq
 
-    def render_token(self, t: int, seq: int):
+    def render_token(self, t: int, seq: int) -> list[Row]:
+        """The pane's rows for token ``t`` at cursor ``seq`` (and its border title)."""
         c = self.pcolors
         muted = c.get("muted", "dim")
         idx = self.index
         self.border_title = "Token"
         if t < 0 or t >= idx.n:
-            return Text("No token at the cursor yet.", style=muted)
+            return [Wrapped("No token at the cursor yet.", muted)]
         tok: Token = idx.token(t)
         kind = int(tok.kind)
         self.border_title = f"Token {t + 1:,} of {idx.n:,}"
-        lines: list = []
-        head = Text(no_wrap=True, overflow="ellipsis")
-        head.append(f" {token_repr(tok.bytes)} ", c.get("chip", "reverse"))
-        head.append(f"  {KIND_NAMES.get(kind, '?')}", c.get("kind-" + KIND_NAMES.get(kind, ""), "bold"))
-        head.append(f"  id {tok.id}", muted)
-        lines.append(head)
+        rows: list[Row] = []
+        rows.append([(f" {token_repr(tok.bytes)} ", c.get("chip", "reverse")),
+                     (f"  {KIND_NAMES.get(kind, '?')}", c.get("kind-" + KIND_NAMES.get(kind, ""), "bold")),
+                     (f"  id {tok.id}", muted)])
         text = glyphs(tok.bytes)
         if 3 in text.kinds:  # raw bytes: a character split across tokens
-            lines.append(Text(f"bytes {tok.bytes.hex(' ')}  (partial UTF-8)", style=muted))
+            rows.append(Wrapped(f"bytes {tok.bytes.hex(' ')}  (partial UTF-8)", muted))
         if kind != 0:
-            row = Text(no_wrap=True, overflow="ellipsis")
-            row.append("p ", muted)
-            row.append(fmt_prob(tok.prob) if tok.prob == tok.prob else "unknown", "bold")
+            row: list[Run] = [("p ", muted), (fmt_prob(tok.prob) if tok.prob == tok.prob else "unknown", "bold")]
             if tok.prob_raw == tok.prob_raw:
-                row.append("  before mask ", muted)
-                row.append(fmt_prob(tok.prob_raw))
-            lines.append(row)
-            row = Text(no_wrap=True, overflow="ellipsis")
-            row.append(fmt_us(tok.latency_us))
-            row.append("  mask ", muted)
-            row.append(fmt_us(tok.mask_us))
-            lines.append(row)
-            row = Text(no_wrap=True, overflow="ellipsis")
-            row.append("allowed ", muted)
-            row.append("?" if tok.allowed < 0 else f"{tok.allowed:,}",
-                       c.get("accent", "") if tok.allowed == 1 else "")
+                row += [("  before mask ", muted), (fmt_prob(tok.prob_raw), "")]
+            rows.append(row)
+            rows.append([(fmt_us(tok.latency_us), ""), ("  mask ", muted), (fmt_us(tok.mask_us), "")])
+            row = [("allowed ", muted), ("?" if tok.allowed < 0 else f"{tok.allowed:,}",
+                                         c.get("accent", "") if tok.allowed == 1 else "")]
             if tok.allowed > 1 and idx.vocab_size:
-                row.append(f" of {idx.vocab_size:,}", muted)
-            lines.append(row)
+                row.append((f" of {idx.vocab_size:,}", muted))
+            rows.append(row)
         node = self.trace.by_id.get(tok.node_id)
         if node is not None and node.kind != "root":
-            row = Text(no_wrap=True, overflow="ellipsis")
-            row.append(f"{node.kind} ", muted)
-            row.append(node.name or "", "bold")
+            row = [(f"{node.kind} ", muted), (node.name or "", "bold")]
             if node.close_seq is not None and node.close_seq <= seq:
-                row.append(" · stop ", muted)
-                row.append(node.stop_reason or "end")
+                row += [(" · stop ", muted), (node.stop_reason or "end", "")]
             else:
-                row.append(" · open", c.get("accent", ""))
-            lines.append(row)
+                row.append((" · open", c.get("accent", "")))
+            rows.append(row)
         bt = idx.backtrack_of(t)
         if bt is not None and bt.seq <= seq:
-            row = Text(no_wrap=True, overflow="ellipsis")
-            row.append(f"↶ taken back by backtrack {bt.rank + 1}", c.get("warning", "yellow"))
+            row = [(f"↶ taken back by backtrack {bt.rank + 1}", c.get("warning", "yellow"))]
             if bt.reason:
-                row.append(f" ({bt.reason})", muted)
-            lines.append(row)
+                row.append((f" ({bt.reason})", muted))
+            rows.append(row)
         if tok.top:
             name_w = max(6, min(16, max(cell_len(token_repr(a.bytes, 16)) for a in tok.top)))
-            header = Text(no_wrap=True, overflow="ellipsis")
-            header.append(f" # {'top-k'.ljust(name_w)} {'p'.rjust(PROB_W + BAR_W + 1)}", muted)
-            lines.append(header)
+            rows.append([(f" # {'top-k'.ljust(name_w)} {'p'.rjust(PROB_W + BAR_W + 1)}", muted)])
             for rank, alt in enumerate(tok.top, 1):
                 chosen = alt.id == tok.id
-                row = Text(no_wrap=True, overflow="ellipsis")
-                row.append(f"{rank:>2} ", muted)
-                row.append(set_cell_size(token_repr(alt.bytes, name_w), name_w), "bold" if chosen else "")
-                row.append(" ")
-                row.append(prob_bar(alt.prob, BAR_W), c.get("error" if alt.masked else "bar", ""))
-                row.append(" ")
-                row.append(fmt_prob(alt.prob).rjust(PROB_W), muted if alt.masked else "")
+                row = [(f"{rank:>2} ", muted),
+                       (set_cell_size(token_repr(alt.bytes, name_w), name_w), "bold" if chosen else ""),
+                       (" ", ""),
+                       (prob_bar(alt.prob, BAR_W), c.get("error" if alt.masked else "bar", "")),
+                       (" ", ""),
+                       (fmt_prob(alt.prob).rjust(PROB_W), muted if alt.masked else "")]
                 if alt.masked:
-                    row.append(" masked", c.get("error", "red"))
+                    row.append((" masked", c.get("error", "red")))
                 elif chosen:
-                    row.append(" ◂", c.get("accent", ""))
-                lines.append(row)
+                    row.append((" ◂", c.get("accent", "")))
+                rows.append(row)
         elif kind == 1:
-            lines.append(Text("no top-k recorded", style=muted))
-        return Group(*lines)
-
+            rows.append(Wrapped("no top-k recorded", muted))
+        return rows

@@ -14,6 +14,7 @@ import bisect
 from dataclasses import dataclass
 
 from rich.segment import Segment
+from rich.style import Style
 from textual import events
 from textual.cache import LRUCache
 from textual.geometry import Size
@@ -254,7 +255,18 @@ class TokenView(ScrollView, can_focus=True):
         t0, u0, t1, u1 = span
         ct = idx.token_at(self.seq)
         last = min(t1 if u1 > 0 else t1 - 1, ct)
-        segs: list[Segment] = []
+        # Neighbouring tokens often look alike: one segment per run of equal style
+        # (styles are cached, so "equal" is "the same object").
+        texts: list[str] = []
+        styles: list[Style] = []
+
+        def add(text: str, style: Style) -> None:
+            if styles and styles[-1] is style:
+                texts[-1] += text
+            else:
+                texts.append(text)
+                styles.append(style)
+
         seq = self.seq
         hide = opts.hide_backtracked
         removed_at = idx.removed_at
@@ -264,6 +276,7 @@ class TokenView(ScrollView, can_focus=True):
         store = idx.store
         seqs = idx.seqs
         ws = opts.show_whitespace
+        token_style = pal.token_style
         for t in range(t0, last + 1):
             r = removed_at.get(t, NEVER)
             struck = r <= seq
@@ -271,8 +284,8 @@ class TokenView(ScrollView, can_focus=True):
                 continue
             tok = store[seqs[t]]
             if t == t0 and u0 == 0 and t in idx.labels:
-                segs.append(Segment(label_text(idx.labels[t]), pal.label))
-                segs.append(Segment(" " * LABEL_PAD, pal.base))
+                add(label_text(idx.labels[t]), pal.label)
+                add(" " * LABEL_PAD, pal.base)
             g = glyphs(tok.bytes)
             a0 = u0 if t == t0 else 0
             a1 = u1 if t == t1 else len(g.plain)
@@ -284,15 +297,15 @@ class TokenView(ScrollView, can_focus=True):
             sel = t == self.selected
             if not ws and g.plain_runs:
                 # one run: blanks need no style of their own when whitespace is not shown
-                segs.append(Segment(text[a0:a1], pal.token_style(bg, kind, underline=ul, struck=struck,
-                                                                 selected=sel, faded=faded)))
+                add(text[a0:a1], token_style(bg, kind, underline=ul, struck=struck, selected=sel, faded=faded))
                 continue
             for a, b, part in g.runs(a0, a1):
-                segs.append(Segment(text[a:b], pal.token_style(bg, kind, underline=ul, struck=struck,
-                                                               selected=sel, faded=faded, part=part)))
+                add(text[a:b], token_style(bg, kind, underline=ul, struck=struck, selected=sel, faded=faded,
+                                           part=part))
         if self._caret_line() == line and not self._run_finished_at_cursor():
-            segs.append(Segment("▏", pal.cursor))
-        strip = Strip(segs).extend_cell_length(width, pal.base)
+            add("▏", pal.cursor)
+        strip = Strip([Segment(text, style) for text, style in zip(texts, styles) if text])
+        strip = strip.extend_cell_length(width, pal.base)
         return strip.crop(0, width) if strip.cell_length > width else strip
 
     def _run_finished_at_cursor(self) -> bool:
