@@ -18,6 +18,7 @@ from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
+from .offscreen import displayed
 from .token_index import TokenIndex
 from .token_text import glyphs
 
@@ -56,6 +57,7 @@ class BacktrackList(ScrollView, can_focus=True):
         self._cache: LRUCache[tuple, Strip] = LRUCache(256)
         self._gen = 0
         self._count = 0
+        self._stale = False  # the cursor moved while the pane was not displayed
 
     def sync(self) -> None:
         n = len(self.index.backtracks)
@@ -65,7 +67,7 @@ class BacktrackList(ScrollView, can_focus=True):
             size = Size(self.size.width, n)
             self.set_reactive(ScrollView.virtual_size, size)  # no screen re-layout per backtrack
             self._scroll_update(size)
-            self.refresh()
+            self._redraw(scroll=False)
 
     def set_cursor(self, seq: int) -> None:
         if seq != self.seq:
@@ -73,9 +75,23 @@ class BacktrackList(ScrollView, can_focus=True):
             self.seq = seq
             after = self.index.backtracks_at(seq)
             if before != after:
-                self.refresh()
-                if not self.has_focus and after > 0:
-                    self._scroll_into_view(after - 1)
+                self._redraw(scroll=True)
+
+    def _redraw(self, *, scroll: bool) -> None:
+        """Redraw (``scroll``: and bring the current backtrack into view) now, or
+        when shown again while the pane sits in an inactive tab."""
+        if not displayed(self):
+            self._stale = True
+            return
+        self.refresh()
+        current = self.index.backtracks_at(self.seq)
+        if (scroll or self._stale) and not self.has_focus and current > 0:
+            self._scroll_into_view(current - 1)
+        self._stale = False
+
+    def on_show(self) -> None:
+        if self._stale:
+            self._redraw(scroll=True)
 
     def restyle(self) -> None:
         self._gen += 1

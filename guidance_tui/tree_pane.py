@@ -29,6 +29,7 @@ from textual.strip import Strip
 from tracing import Capture, NodeClose, NodeOpen
 from tracing.tree import TraceNode, TraceTree
 
+from .offscreen import displayed
 from .token_index import TokenIndex
 
 KIND_TAGS = {
@@ -94,10 +95,11 @@ class NodeTree(ScrollView, can_focus=True):
         self._row_of: dict[int, int] = {}  # id(obj) -> row
         self._dirty = True
         self._gen = 0
-        self._cache: LRUCache[tuple, Strip] = LRUCache(512)
+        self._cache: LRUCache[tuple, Strip] = LRUCache(128)
         self._styles: dict[tuple[str, bool], Style] = {}
         self._base = Style()  # what _styles were combined with
-        self._shown_states: dict[int, tuple] = {}
+        self._shown_states: dict[int, tuple] = {}  # row -> _state() its drawn label is for
+        self._stale = False  # the cursor moved while the tree was not displayed
 
     # -- feeding ---------------------------------------------------------
     def feed(self, events: list) -> None:
@@ -158,15 +160,14 @@ class NodeTree(ScrollView, can_focus=True):
         if seq == self.seq:
             return
         self.seq = seq
+        if not displayed(self):
+            self._stale = True
+            return
         rows = self.rows
         top = self.scroll_offset.y
         h = self.scrollable_content_region.height
-        states = {}
-        for row in range(top, min(len(rows), top + h)):
-            states[row] = self._state(rows[row].obj)
-        old = self._shown_states
-        self._shown_states = states
-        changed = [row for row, st in states.items() if old.get(row) != st]
+        shown = self._shown_states
+        changed = [row for row in range(top, min(len(rows), top + h)) if shown.get(row) != self._state(rows[row].obj)]
         if len(changed) > h // 2:
             self.refresh()
         else:
@@ -188,10 +189,8 @@ class NodeTree(ScrollView, can_focus=True):
             return
         rows = self.rows
         row = next((i for i in range(len(rows) - 1, -1, -1) if isinstance(rows[i].obj, TraceNode)), None)
-        if row is not None and row != self.cursor_line:
-            self.set_reactive(NodeTree.cursor_line, row)
-            self._scroll_into_view(row)
-            self.refresh()
+        if row is not None:
+            self._move_cursor(row)
 
     def show_node(self, node: TraceNode) -> None:
         """Move the tree cursor to ``node`` (unfolding its ancestors) without a message."""
@@ -202,9 +201,31 @@ class NodeTree(ScrollView, can_focus=True):
                 self._dirty = True
             parent = parent.parent
         row = self.row_of(node)
-        if row is not None and row != self.cursor_line:
-            self.set_reactive(NodeTree.cursor_line, row)
-            self._scroll_into_view(row)
+        if row is not None:
+            self._move_cursor(row)
+
+    def _move_cursor(self, row: int) -> None:
+        """Put the cursor on ``row`` and bring it into view, redrawing only the two
+        rows that changed when nothing scrolled (a scroll redraws them all)."""
+        old = self.cursor_line
+        if row == old:
+            return
+        self.set_reactive(NodeTree.cursor_line, row)
+        if not displayed(self):
+            self._stale = True
+            return
+        top = self.scroll_offset.y
+        self._scroll_into_view(row)
+        if self.scroll_offset.y != top:
+            self.refresh()
+        else:
+            self.refresh_line(old)
+            self.refresh_line(row)
+
+    def on_show(self) -> None:
+        if self._stale:
+            self._stale = False
+            self._scroll_into_view(self.cursor_line)
             self.refresh()
 
     def choose(self, node: TraceNode) -> None:
@@ -287,7 +308,8 @@ class NodeTree(ScrollView, can_focus=True):
         if row >= len(rows):
             return Strip.blank(width, self.visual_style.rich_style)
         r = rows[row]
-        key = (row, self._gen, width, self._state(r.obj), row == self.cursor_line, self.has_focus)
+        state = self._shown_states[row] = self._state(r.obj)
+        key = (row, self._gen, width, state, row == self.cursor_line, self.has_focus)
         strip = self._cache.get(key)
         if strip is None:
             base = self.visual_style.rich_style  # cached by Textual; rich_style walks the ancestors each time

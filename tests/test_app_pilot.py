@@ -128,6 +128,32 @@ async def test_the_backtracks_tab_catches_up_with_backtracks_that_arrive_in_quic
 
 
 @sync
+async def test_a_pane_in_an_inactive_tab_shows_the_cursor_once_its_tab_opens():
+    app = InspectorApp(synthetic_store(3000))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("end", *["B"] * 5)  # the backtrack list sits in its inactive tab
+        assert app.index.backtracks_at(app.cursor.seq) > app.backtrack_pane.size.height  # below its first page
+        app.query_one("#tabs", TabbedContent).active = "tab-backtracks"  # as a click on the tab: no focus
+        await pilot.pause()
+        bts = app.backtrack_pane
+        current = app.index.backtracks_at(app.cursor.seq) - 1
+        top = bts.scroll_offset.y
+        assert top <= current < top + bts.size.height
+        marked = [y for y in range(bts.size.height) if bts.render_line(y).text.startswith("▸")]
+        assert marked == [current - top]
+
+        await pilot.press("end", "B", "B")  # now the tree is the hidden one
+        await pilot.press("t")
+        await pilot.pause()
+        tree = app.tree_pane
+        node = tree.trace.by_id[app.index.token(app._selected()).node_id]
+        assert tree.cursor_line == tree.row_of(node)
+        top = tree.scroll_offset.y
+        assert top <= tree.cursor_line < top + tree.scrollable_content_region.height
+        assert tree.label(node).plain in tree.render_line(tree.cursor_line - top).text
+
+
+@sync
 async def test_next_low_probability_token():
     app = InspectorApp(small_store())
     async with app.run_test(size=SIZE) as pilot:
