@@ -65,7 +65,7 @@ class TokenView(ScrollView, can_focus=True):
         self.show_caret = True
         self._style_gen = 0
         self._hidden_count = -1  # backtracks counted into the hidden set (hide mode)
-        self._cache: LRUCache[tuple, Strip] = LRUCache(1024)
+        self._cache: LRUCache[tuple, Strip] = LRUCache(256)
         self._lines = 0
         self._median = 0.0
 
