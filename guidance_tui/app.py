@@ -171,6 +171,7 @@ class InspectorApp(App[int]):
             self.notify(self.startup_warning, severity="warning", timeout=8)
 
     def on_unmount(self) -> None:
+        self._release_gc()
         if self._monitor is not None:
             self._monitor.release()
             self._monitor = None
@@ -439,7 +440,30 @@ class InspectorApp(App[int]):
     # -- actions -------------------------------------------------------------
     def _moved(self, moved: bool, scroll: str = "selected") -> None:
         self.pinned = None
+        self._hold_gc_until_drawn()
         self._sync(scroll=scroll)
+
+    _gc_held = False  # _hold_gc_until_drawn disabled the collector
+
+    def _hold_gc_until_drawn(self) -> None:
+        """No cyclic garbage collection between a seek and its frame.
+
+        A frame allocates thousands of container objects (Textual's Strips), so
+        the collector runs during most frames, and a full collection (~10 ms
+        here) every few seeks: that one frame misses its slot.  Held until the
+        frame is drawn, the collection runs right after it instead, in the
+        idle time before the next key.  Textual does the same around smooth
+        scrolls (App.PAUSE_GC_ON_SCROLL)."""
+        if self._gc_held or not gc.isenabled():
+            return
+        gc.disable()
+        self._gc_held = True
+        self.call_after_refresh(self._release_gc)
+
+    def _release_gc(self) -> None:
+        if self._gc_held:
+            self._gc_held = False
+            gc.enable()
 
     def action_step(self, n: int) -> None:
         self._moved(self.cursor.step(n))

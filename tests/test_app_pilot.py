@@ -154,6 +154,22 @@ async def test_a_pane_in_an_inactive_tab_shows_the_cursor_once_its_tab_opens():
 
 
 @sync
+async def test_a_seek_holds_garbage_collection_only_until_its_frame_is_drawn():
+    import gc
+
+    app = InspectorApp(small_store())
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        assert gc.isenabled()
+        app.action_home()
+        assert not gc.isenabled()
+        await pilot.pause()
+        assert gc.isenabled()
+        app.action_end()
+    assert gc.isenabled()  # the app went away before that frame: the collector is back all the same
+
+
+@sync
 async def test_next_low_probability_token():
     app = InspectorApp(small_store())
     async with app.run_test(size=SIZE) as pilot:
