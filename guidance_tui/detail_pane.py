@@ -62,6 +62,21 @@ def prob_bar(p: float, width: int = 6) -> str:
     return ("█" * full + ("" if rest == 0 else "▏▎▍▌▋▊▉"[rest - 1])).ljust(width)
 
 
+_CONSOLE = None
+
+
+def _wrap_console():
+    """A console to wrap text with, app or no app (plain_text in tests)."""
+    global _CONSOLE
+    if _CONSOLE is None:
+        import io
+
+        from rich.console import Console
+
+        _CONSOLE = Console(file=io.StringIO(), color_system=None)
+    return _CONSOLE
+
+
 @dataclass(frozen=True, slots=True)
 class Wrapped:
     """A row of one style that wraps onto more lines when the pane is narrow."""
@@ -108,7 +123,7 @@ class DetailPane(Widget):
         lines: list[list[Run]] = []
         for row in self._rows:
             if isinstance(row, Wrapped):
-                for part in Text(row.text).wrap(self.app.console, max(1, width)):
+                for part in Text(row.text).wrap(_wrap_console(), max(1, width)):
                     lines.append([(part.plain, row.style)])
             else:
                 lines.append(row)
@@ -133,7 +148,7 @@ class DetailPane(Widget):
         out = []
         for runs in self._lines(width):
             text = "".join(t for t, _ in runs)
-            out.append(text if cell_len(text) <= width else set_cell_size(text, width - 1) + "…")
+            out.append((text if cell_len(text) <= width else set_cell_size(text, width - 1) + "…").rstrip())
         return "\n".join(out) + "\n"
 
     def _node_close_key(self, t: int, seq: int):
