@@ -117,6 +117,17 @@ def part_live(n_tokens: int, native_rounds: int, mode: str) -> dict:
     with_app = float(_said(store, "ELAPSED"))
     base_after = [alone(i) for i in range(2, 4)]
     base = statistics.median(base_before + base_after)
+    # Control: another process burning the app's CPU share (in 10 ms duty cycles) slows the
+    # producer alone by this much: the part of the slowdown that is any neighbour's on this machine.
+    share = min(0.95, cpu["app"] / box["wall"])
+    burn = (f"import time\nwhile True:\n t = time.perf_counter()\n while time.perf_counter() - t < {0.01 * share}: pass\n"
+            f" time.sleep({0.01 * (1 - share)})")
+    neighbour = subprocess.Popen([sys.executable, "-c", burn])
+    try:
+        with_neighbour = statistics.median([alone(i) for i in range(4, 6)])
+    finally:
+        neighbour.kill()
+        neighbour.wait()
     lags_ms.sort()
     # Skip frames drawn before the producer started (model-less start-up).
     return {
@@ -124,6 +135,7 @@ def part_live(n_tokens: int, native_rounds: int, mode: str) -> dict:
         "producer_alone_tok_s": box["tokens"] / base,
         "producer_with_app_tok_s": box["tokens"] / with_app,
         "producer_slowdown_pct": 100.0 * (with_app - base) / base,
+        "control_slowdown_pct": 100.0 * (with_neighbour - base) / base,
         "producer_alone_runs_s": base_before + base_after,
         "producer_with_app_s": with_app,
         "ingest_tok_s": box["tokens"] / with_app if mode != "burst" else float("nan"),
@@ -324,6 +336,8 @@ def main() -> None:
               f"{verdict(live['lag_p99_ms'] <= 100)}")
         print(f"  producer slowdown      {live['producer_slowdown_pct']:>9.1f} %   target < 2 %   "
               f"{verdict(live['producer_slowdown_pct'] < 2)}")
+        print(f"    control: another process burning the app's CPU share slows it "
+              f"{live['control_slowdown_pct']:.1f} % (load average {os.getloadavg()[0]:.1f})")
 
     from tracing import write_trace
     from tracing.synthetic import synthetic_events
