@@ -59,11 +59,9 @@ def part_live(n_tokens: int, native_rounds: int, mode: str) -> dict:
     minus the newest drawn token's timestamp (the monotonic clock is shared
     between processes).
     """
-    import subprocess
-
     from tracing import TraceStore, read_trace
 
-    from guidance_tui.app import InspectorApp
+    from guidance_tui.cmd_app import APP_NICE
     from guidance_tui.script_process import ScriptProcess
 
     tmp = tempfile.mkdtemp(prefix="bench-live-")
@@ -78,10 +76,62 @@ def part_live(n_tokens: int, native_rounds: int, mode: str) -> dict:
         proc.stdin.close()
         return float(_said(TraceStore(read_trace(sp.trace_path).events), "ELAPSED"))
 
-    base_before = [alone(i) for i in range(2)]
+    def with_app_run(i: int) -> dict:
+        return run_part(["--part", "live-app", "--tokens", str(n_tokens), "--native-rounds", str(native_rounds),
+                         "--mode", mode, "--path", os.path.join(tmp, f"app{i}.gtt")])
+
+    # Interleaved, alone first and last: drifts in the machine's speed hit both sides alike.
+    alone_runs, app_runs = [alone(0)], []
+    for i in range(2):
+        app_runs.append(with_app_run(i))
+        alone_runs.append(alone(i + 1))
+    base = statistics.median(alone_runs)
+    with_app = statistics.median(r["with_app"] for r in app_runs)
+    app = {"cpu_share": statistics.mean(r["cpu_share"] for r in app_runs),
+           "lags_ms": [x for r in app_runs for x in r["lags_ms"]], "tokens": app_runs[0]["tokens"]}
+    # Control: another process burning the app's CPU share (in 10 ms duty cycles) slows the
+    # producer alone by this much: the part of the slowdown that is any neighbour's on this machine.
+    share = min(0.95, app["cpu_share"])
+    burn = (f"import os, time\nos.nice({APP_NICE})\nwhile True:\n t = time.perf_counter()\n while time.perf_counter() - t < {0.01 * share}: pass\n"
+            f" time.sleep({0.01 * (1 - share)})")
+    neighbour = subprocess.Popen([sys.executable, "-c", burn])
+    try:
+        with_neighbour = statistics.median([alone(i) for i in range(4, 6)])
+    finally:
+        neighbour.kill()
+        neighbour.wait()
+    lags_ms = sorted(app["lags_ms"])
+    tokens = app["tokens"]
+    return {
+        "tokens": tokens,
+        "producer_alone_tok_s": tokens / base,
+        "producer_with_app_tok_s": tokens / with_app,
+        "producer_slowdown_pct": 100.0 * (with_app - base) / base,
+        "control_slowdown_pct": 100.0 * (with_neighbour - base) / base,
+        "producer_alone_runs_s": alone_runs,
+        "producer_with_app_runs_s": [r["with_app"] for r in app_runs],
+        "ingest_tok_s": tokens / with_app,
+        "app_cpu_share": app["cpu_share"],
+        "lag_p50_ms": lags_ms[len(lags_ms) // 2] if lags_ms else float("nan"),
+        "lag_p99_ms": lags_ms[int(len(lags_ms) * 0.99)] if lags_ms else float("nan"),
+        "lag_max_ms": lags_ms[-1] if lags_ms else float("nan"),
+        "frames": len(lags_ms),
+    }
+
+
+def part_live_app(n_tokens: int, native_rounds: int, mode: str, path: str) -> dict:
+    """The "with the app" half of part_live, in its own interpreter: started as
+    ``run`` starts it (the child first, then this process lowers its priority)."""
+    from tracing import TraceStore
+
+    from guidance_tui.app import InspectorApp
+    from guidance_tui.cmd_app import _lower_priority
+    from guidance_tui.script_process import ScriptProcess
 
     store = TraceStore()
-    run = ScriptProcess(PRODUCER, argv, record=os.path.join(tmp, "app.gtt"), store=store)
+    run = ScriptProcess(PRODUCER, [mode, str(n_tokens), str(native_rounds)], record=path, store=store)
+    run.start()
+    _lower_priority()
     lags_ms: list[float] = []
     box: dict = {}
     app = InspectorApp(store, script_run=run, use_monitor=False)
@@ -98,7 +148,6 @@ def part_live(n_tokens: int, native_rounds: int, mode: str) -> dict:
                 lambda: lags_ms.append(((time.monotonic_ns() - t0_ns[0]) / 1000 - newest_t_us) / 1000))
 
     app.lag_probe = probe
-    cpu = {}
 
     async def drive() -> None:
         async with app.run_test(headless=True, size=(120, 40)) as pilot:
@@ -110,41 +159,14 @@ def part_live(n_tokens: int, native_rounds: int, mode: str) -> dict:
                 await asyncio.sleep(0.002)
             await pilot.pause()
             box["wall"] = time.perf_counter() - t0
-            cpu["app"] = time.process_time() - c0
+            box["cpu"] = time.process_time() - c0
             box["tokens"] = app.index.n
 
     asyncio.run(drive())
-    with_app = float(_said(store, "ELAPSED"))
-    base_after = [alone(i) for i in range(2, 4)]
-    base = statistics.median(base_before + base_after)
-    # Control: another process burning the app's CPU share (in 10 ms duty cycles) slows the
-    # producer alone by this much: the part of the slowdown that is any neighbour's on this machine.
-    share = min(0.95, cpu["app"] / box["wall"])
-    burn = (f"import time\nwhile True:\n t = time.perf_counter()\n while time.perf_counter() - t < {0.01 * share}: pass\n"
-            f" time.sleep({0.01 * (1 - share)})")
-    neighbour = subprocess.Popen([sys.executable, "-c", burn])
-    try:
-        with_neighbour = statistics.median([alone(i) for i in range(4, 6)])
-    finally:
-        neighbour.kill()
-        neighbour.wait()
-    lags_ms.sort()
-    # Skip frames drawn before the producer started (model-less start-up).
-    return {
-        "tokens": box["tokens"],
-        "producer_alone_tok_s": box["tokens"] / base,
-        "producer_with_app_tok_s": box["tokens"] / with_app,
-        "producer_slowdown_pct": 100.0 * (with_app - base) / base,
-        "control_slowdown_pct": 100.0 * (with_neighbour - base) / base,
-        "producer_alone_runs_s": base_before + base_after,
-        "producer_with_app_s": with_app,
-        "ingest_tok_s": box["tokens"] / with_app if mode != "burst" else float("nan"),
-        "app_cpu_share": cpu["app"] / box["wall"],
-        "lag_p50_ms": lags_ms[len(lags_ms) // 2] if lags_ms else float("nan"),
-        "lag_p99_ms": lags_ms[int(len(lags_ms) * 0.99)] if lags_ms else float("nan"),
-        "lag_max_ms": lags_ms[-1] if lags_ms else float("nan"),
-        "frames": len(lags_ms),
-    }
+    if run.result is None or run.result.status != "done":
+        raise SystemExit(f"the producer failed under the app: {run.result}")
+    return {"with_app": float(_said(store, "ELAPSED")), "lags_ms": lags_ms, "tokens": box["tokens"],
+            "cpu_share": box["cpu"] / box["wall"]}
 
 
 def part_ingest(n_tokens: int) -> dict:
@@ -292,7 +314,7 @@ def verdict(ok: bool) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--part", choices=["live", "ingest", "replay"])
+    ap.add_argument("--part", choices=["live", "live-app", "ingest", "replay"])
     ap.add_argument("--tokens", type=int, default=0)
     ap.add_argument("--path")
     ap.add_argument("--quick", action="store_true")
@@ -301,6 +323,9 @@ def main() -> None:
     a = ap.parse_args()
     if a.part == "live":
         print(json.dumps(part_live(a.tokens, a.native_rounds, a.mode)))
+        return
+    if a.part == "live-app":
+        print(json.dumps(part_live_app(a.tokens, a.native_rounds, a.mode, a.path)))
         return
     if a.part == "ingest":
         print(json.dumps(part_ingest(a.tokens)))
@@ -326,10 +351,11 @@ def main() -> None:
     for mode, what, n, rounds in runs:
         live = run_part(["--part", "live", "--tokens", str(n), "--native-rounds", str(rounds), "--mode", mode])
         alone = ", ".join(f"{x:.2f}" for x in live["producer_alone_runs_s"])
+        with_app = ", ".join(f"{x:.2f}" for x in live["producer_with_app_runs_s"])
         print(f"\nlive, the script in its own process as `run` starts it: {what}")
         print(f"  {live['tokens']:,} tokens · producer alone {live['producer_alone_tok_s']:,.0f} tok/s "
               f"(runs {alone} s) · with the app {live['producer_with_app_tok_s']:,.0f} tok/s "
-              f"({live['producer_with_app_s']:.2f} s) · the app used {100 * live['app_cpu_share']:.0f}% of a core")
+              f"(runs {with_app} s) · the app used {100 * live['app_cpu_share']:.0f}% of a core")
         print(f"  app shows              {live['ingest_tok_s']:>10,.0f} tok/s   (all the producer makes)")
         print(f"  display lag            p50 {live['lag_p50_ms']:.0f} ms · p99 {live['lag_p99_ms']:.0f} ms · "
               f"max {live['lag_max_ms']:.0f} ms over {live['frames']} frames   target <= 100 ms   "

@@ -45,7 +45,10 @@ TICK_HZ = 30.0
 SLOW_PANE_HZ = 4.0  # detail, tree cursor, metrics while events stream in
 TREE_HZ = 1.0  # new nodes join a big tree this often while events stream in
 FREEZE_EVERY = 20_000  # events; see _freeze_if_grown
-STREAM_HZ = 12.0  # the token stream redraws this often while following a fast run
+FREEZE_POLLED = 2_000  # events read from a script process; see _poll_script_run
+STREAM_HZ = 30.0  # the token stream redraws at most this often while following a run...
+STREAM_HZ_BUSY = 8.0  # ...or this often while the machine has no idle core (see _pace_to_machine)
+BUSY_CPU, IDLE_CPU = 92.0, 80.0  # machine CPU % (all cores) that enters / leaves the busy pace
 POLL_MAX_EVENTS = 20_000  # a script process's events decoded per tick (~0.1 s of work: frames keep coming)
 MONITOR_FALLBACK_S = 1.5  # live run without samples in the store: read the monitor after this
 
@@ -131,6 +134,7 @@ class InspectorApp(App[int]):
         self._slow_at = 0.0
         self._slow_pending = False
         self._fast_at = 0.0
+        self._stream_hz = STREAM_HZ
         self._frozen_at = 0
         self._tab_at = 0.0
         self._fast_pending = False
@@ -140,6 +144,7 @@ class InspectorApp(App[int]):
         self._monitor_checked = False
         self._started = time.monotonic()
         self._poll_run = None
+        self._unfrozen = 0  # events polled since the last gc.freeze()
         self._error_shown = False
         self.app_colors: dict[str, str] = {}
         # Display-lag probe for benchmarks: (t_us of the newest drawn token, wall time drawn).
@@ -247,6 +252,8 @@ class InspectorApp(App[int]):
         if grew:
             self._freeze_if_grown(batch.last_seq)
             self._structural.extend(e for e in batch.events if type(e) is not Metric)
+            if self.live:
+                self._pace_to_machine(batch.events)
             self.backtrack_pane.sync()
             self._log_events(batch.events)
             moved = cur.grow(batch.last_seq)
@@ -273,7 +280,7 @@ class InspectorApp(App[int]):
             # new events after the cursor: only the timeline and counts change
             self.timeline_bar.sync()
             self._slow_pending = True
-        if self._fast_pending and now - self._fast_at >= 1.0 / STREAM_HZ:
+        if self._fast_pending and now - self._fast_at >= 1.0 / self._stream_hz:
             self._sync(scroll="follow" if cur.following else None, throttle=True)
         if self._slow_pending and now - self._slow_at >= 1.0 / SLOW_PANE_HZ:
             self._sync_slow()
@@ -291,12 +298,41 @@ class InspectorApp(App[int]):
     def _poll_script_run(self) -> None:
         from tracing import TraceFormatError
 
+        # Decoding allocates a dozen tracked objects an event, all kept for the app's
+        # lifetime: with the collector on, nearly half the decoding time went to
+        # scanning them.  Off while decoding; a big enough batch is then frozen
+        # (see _freeze_if_grown) before anything scans it.
+        enabled = gc.isenabled()
+        gc.disable()
+        added = 0
         try:
-            self._poll_run(POLL_MAX_EVENTS)
+            added = self._poll_run(POLL_MAX_EVENTS)
         except TraceFormatError as e:  # the run goes on; the process watcher stops following
             self._poll_run = None
             self.script_run.polled_elsewhere = False
             self.notify(str(e), title="Trace damaged", severity="error", timeout=10)
+        finally:
+            if enabled:
+                self._unfrozen += added
+                if self._unfrozen >= FREEZE_POLLED:
+                    gc.freeze()
+                    self._unfrozen = 0
+                gc.enable()
+
+    def _pace_to_machine(self, events: list) -> None:
+        """Draw the stream less often while the machine has no idle core.
+
+        A model on the CPU uses every core, its threads meeting at a barrier
+        each token: every millisecond the app draws there delays a whole step
+        (measured: the app at 19 % of a core slowed such a producer by 27 %).
+        The run's own CPU samples say when that is the case."""
+        cpu = next((e.cpu for e in reversed(events) if type(e) is Metric), None)
+        if cpu is None:
+            return
+        if cpu >= BUSY_CPU:
+            self._stream_hz = STREAM_HZ_BUSY
+        elif cpu < IDLE_CPU:
+            self._stream_hz = STREAM_HZ
 
     def _freeze_if_grown(self, last_seq: int) -> None:
         """Move the events so far out of the garbage collector's sight.
@@ -351,7 +387,7 @@ class InspectorApp(App[int]):
         """Redraw for the cursor: the stream and timeline now, the other panes
         now or (``throttle``, while events stream in) at most SLOW_PANE_HZ."""
         now = time.monotonic()
-        if throttle and now - self._fast_at < 1.0 / STREAM_HZ:
+        if throttle and now - self._fast_at < 1.0 / self._stream_hz:
             self._fast_pending = True
             return
         self._fast_at = now

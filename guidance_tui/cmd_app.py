@@ -88,7 +88,7 @@ def run_app(run, title: str) -> int:
     return _exit_code(app.result)
 
 
-APP_NICE = 5  # see _lower_priority
+APP_NICE = 10  # see _lower_priority
 
 
 def _lower_priority() -> None:

@@ -348,3 +348,21 @@ async def test_usable_at_small_and_large_sizes(size):
         await pilot.pause()
         assert app.token_view.size.width >= 30
         assert app.detail_pane.display
+
+
+@sync
+async def test_a_live_run_on_a_machine_with_no_idle_core_is_drawn_less_often():
+    from guidance_tui import app as app_module
+    from tracing import Metric
+
+    store = TraceStore()
+    app = InspectorApp(store, live=True, use_monitor=False)
+    async with app.run_test(size=SIZE) as pilot:
+        assert app._stream_hz == app_module.STREAM_HZ
+        store.append(Metric(cpu=99.0, ram_used=1, ram_total=2))
+        await wait_for(pilot, lambda: app._stream_hz == app_module.STREAM_HZ_BUSY)
+        store.append(Metric(cpu=85.0, ram_used=1, ram_total=2))  # between the thresholds: no change
+        await pilot.pause(0.1)
+        assert app._stream_hz == app_module.STREAM_HZ_BUSY
+        store.append(Metric(cpu=40.0, ram_used=1, ram_total=2))
+        await wait_for(pilot, lambda: app._stream_hz == app_module.STREAM_HZ)

@@ -368,6 +368,9 @@ def write_trace(path: str | os.PathLike, events: Iterable[AnyEvent]) -> None:
     Path(path).write_bytes(encode_trace(events))
 
 
+WRITE_CHUNK = 512  # events per write while draining a backlog
+
+
 class TraceWriter:
     """Follows a store and appends its events to a file from a background thread.
 
@@ -396,14 +399,23 @@ class TraceWriter:
         return self._written
 
     def drain(self) -> None:
-        """Write and flush everything the store has now."""
+        """Write and flush everything the store has, including what arrives meanwhile.
+
+        In chunks of WRITE_CHUNK events, each flushed: under a busy producer
+        this thread gets the interpreter lock in slices, and a reader of the
+        growing file (the app) should see each chunk as soon as it is encoded,
+        not when the whole backlog is."""
         with self._io_lock:
             if self._fh.closed:
                 return
-            batch = self._store.since(self._written)
-            if batch:
-                self._fh.write(b"".join(self._enc.encode(ev) for ev in batch))
+            encode = self._enc.encode
+            while True:
+                batch = self._store.since(self._written, WRITE_CHUNK)
+                if not batch:
+                    break
+                self._fh.write(b"".join(encode(ev) for ev in batch))
                 self._written = batch[-1].seq
+                self._fh.flush()
             self._fh.flush()
 
     def _loop(self) -> None:
