@@ -450,7 +450,7 @@ class InspectorApp(App[int]):
             return
         self._tab_label = label
         if str(tab.label) != label:
-            tab.label = label
+            _relabel(tab, label)
 
     def _show_error(self, seq: int) -> None:
         end = self.store.run_end()
@@ -658,6 +658,25 @@ class InspectorApp(App[int]):
     def _seek(self, event: TimelineBar.Seek) -> None:
         self.cursor.seek(event.seq)
         self._moved(True)
+
+
+def _relabel(tab, label: str) -> None:
+    """Set a tab's label; without re-laying out the screen when its width is unchanged.
+
+    ``ContentTab.label = ...`` always lays the whole screen out again (10-40
+    ms here), and the Backtracks count changes every second while a run with
+    many backtracks streams in: those were the slowest frames.  Same width,
+    same place: only the tab needs drawing.  (Textual is pinned; this uses
+    its ContentTab's label field.)"""
+    from textual.content import Content
+    from textual.widgets import Static
+
+    new = Content.from_text(label)
+    if new.cell_length != tab.label.cell_length or not hasattr(tab, "_label"):
+        tab.label = label
+        return
+    tab._label = new
+    Static.update(tab, new, layout=False)
 
 
 _UNDERLINE_WORDS = {"latency": "slow", "probability": "unlikely", "kind": "forced", "none": "none"}

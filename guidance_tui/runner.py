@@ -9,6 +9,7 @@ This module does not import Textual: ``record`` uses it headless.
 
 from __future__ import annotations
 
+import gc
 import io
 import os
 import runpy
@@ -25,6 +26,9 @@ from tracing import Message, RunEnd, RunStart, Token, TokenKind, TraceStore, Tra
 from .paths import default_trace_path
 
 _OUR_DIRS = tuple(str(Path(__file__).resolve().parent.parent / d) + os.sep for d in ("tracing", "engines", "guidance_tui"))
+
+
+FREEZE_EVERY = 20_000  # events; see ScriptRun._freeze_written
 
 
 class RunnerError(Exception):
@@ -111,6 +115,19 @@ class ScriptRun:
         self.monitor_from_start = monitor_from_start
         self.session = Session(store=self.store, model=model, backend=backend, monitoring=monitoring)
         self.result: RunResult | None = None
+        self._unfrozen = 0
+
+    def _freeze_written(self, n: int) -> None:
+        """Every FREEZE_EVERY events written, move what is alive out of the
+        garbage collector's sight: the store keeps every event to the end, and
+        with a few hundred thousand of them each full collection stopped the
+        script for over 100 ms.  (What else is alive at that moment is frozen
+        too; a cyclic temporary among it is never collected, a small price at
+        this rate.)"""
+        self._unfrozen += n
+        if self._unfrozen >= FREEZE_EVERY:
+            self._unfrozen = 0
+            gc.freeze()
 
     def cancel(self) -> None:
         self.session.cancel_event.set()
@@ -133,7 +150,8 @@ class ScriptRun:
 
         store = self.store
         try:
-            writer = TraceWriter(self.trace_path, store, interval=self.flush_interval)
+            writer = TraceWriter(self.trace_path, store, interval=self.flush_interval,
+                                 on_written=self._freeze_written)
         except OSError as e:
             raise RunnerError(f"cannot write the trace file {self.trace_path}: {e.strerror}") from None
         store.append(RunStart(script=str(self.script), argv=[str(self.script), *self.args], model=self._model_label(),

@@ -378,11 +378,13 @@ class TraceWriter:
     and drains everything on :meth:`close`.  The producer never waits on I/O.
     """
 
-    def __init__(self, path: str | os.PathLike, store, *, interval: float = 0.25) -> None:
+    def __init__(self, path: str | os.PathLike, store, *, interval: float = 0.25,
+                 on_written: Callable[[int], None] | None = None) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._store = store
         self._interval = interval
+        self._on_written = on_written  # called (on the writer thread) with each chunk's event count
         self._enc = FrameEncoder()
         self._fh: BinaryIO = open(self.path, "wb")
         self._fh.write(self._enc.header())
@@ -416,6 +418,8 @@ class TraceWriter:
                 self._fh.write(b"".join(encode(ev) for ev in batch))
                 self._written = batch[-1].seq
                 self._fh.flush()
+                if self._on_written is not None:
+                    self._on_written(len(batch))
             self._fh.flush()
 
     def _loop(self) -> None:
