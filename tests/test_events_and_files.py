@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import struct
 import time
+from itertools import accumulate
 
 import msgspec
 import pytest
@@ -313,6 +314,22 @@ def test_trace_writer_thread_flushes_while_a_producer_appends(tmp_path):
                 assert writer.written_seq >= 0, "the background thread never wrote"
                 assert 0 < len(read_trace(path).events) <= len(store)
     assert writer.error is None
+    assert path.read_bytes() == encode_trace(store.events())
+
+
+def test_trace_writer_drains_a_backlog_in_flushed_chunks_and_reports_each(tmp_path):
+    from tracing.fileformat import WRITE_CHUNK
+
+    path = tmp_path / "chunks.gtt"
+    store = TraceStore()
+    store.extend(list(synthetic_events(2 * WRITE_CHUNK, seed=8)))
+    seen: list[tuple[int, int]] = []  # (chunk size, events readable from the file at that moment)
+    writer = TraceWriter(path, store, interval=3600,
+                         on_written=lambda n: seen.append((n, len(read_trace(path).events))))
+    writer.close()
+    assert sum(n for n, _ in seen) == len(store)
+    assert [n for n, _ in seen[:-1]] == [WRITE_CHUNK] * (len(store) // WRITE_CHUNK) and len(seen) >= 3
+    assert [readable for _, readable in seen] == list(accumulate(n for n, _ in seen))  # flushed as it goes
     assert path.read_bytes() == encode_trace(store.events())
 
 
