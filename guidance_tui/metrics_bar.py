@@ -64,7 +64,7 @@ class MetricsBar(Widget):
             ("", fmt_rate(s.tok_per_s), " tok/s"),
             ("TTFT ", fmt_secs(s.ttft_s), ""),
             ("", "–" if s.mean_latency_us is None else f"{s.mean_latency_us / 1000:.1f} ms", "/tok"),
-            ("" if wide else "↶ ", bts, " backtracks" if wide else ""),
+            ("" if wide else "↶ ", bts, (" backtrack" if s.backtracks_total == 1 else " backtracks") if wide else ""),
         ]
         sep = " │ " if wide else " · "
         mode = MODES.get(self.mode, self.mode.upper())

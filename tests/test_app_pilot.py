@@ -101,10 +101,10 @@ async def test_the_backtracks_tab_counts_the_whole_run_and_the_metrics_bar_those
         assert backtracks_tab_label(app) == "Backtracks 1"
         await pilot.press("home")
         bar = "".join(text for text, _ in app.metrics_bar.runs(SIZE[0]))
-        assert "0/1 backtracks" in bar
+        assert "0/1 backtrack " in bar
         await pilot.press("end")
         bar = "".join(text for text, _ in app.metrics_bar.runs(SIZE[0]))
-        assert "1 backtracks" in bar and "/1 backtracks" not in bar
+        assert "│ 1 backtrack " in bar and "/1 backtrack" not in bar
 
 
 @sync
