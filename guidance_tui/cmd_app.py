@@ -59,32 +59,25 @@ def run_plain(run, file=None) -> int:
 
 
 def run_app(run, title: str) -> int:
-    """Open the inspector over a live run; returns the script's exit code."""
+    """Open the inspector over ``run`` (a ScriptProcess); returns the script's exit code."""
     from .app import InspectorApp
+    from .script_process import StartError
 
-    start = getattr(run, "start", None)
-    if start is not None:
-        from .script_process import StartError
-
-        try:
-            start()
-        except StartError as e:
-            raise CliError(str(e)) from None
-        _lower_priority()
+    try:
+        run.start()
+    except StartError as e:
+        raise CliError(str(e)) from None
+    _lower_priority()
     app = InspectorApp(run.store, script_run=run, live=True, title=title)
     app.run()
     if not app.script_done.is_set():
         run.cancel()
         if not app.script_done.wait(timeout=30):
-            kill = getattr(run, "kill", None)
-            if kill is not None:
-                kill()
-                app.script_done.wait(timeout=5)
+            run.kill()
+            app.script_done.wait(timeout=5)
     if app.run_error is not None:
         raise CliError(str(app.run_error) or type(app.run_error).__name__)
-    trace = getattr(run, "trace_path", None)
-    if trace is not None:
-        print(f"trace: {trace}")
+    print(f"trace: {run.trace_path}")
     return _exit_code(app.result)
 
 
@@ -96,7 +89,7 @@ def _lower_priority() -> None:
 
     Called after the child started, so it keeps its priority; threads started
     from here on inherit ours (Linux keeps a nice value per thread).  The app
-    still gets about a quarter of a contended core: enough to draw."""
+    still gets about a tenth of a contended core, and all of an idle one."""
     try:
         os.nice(APP_NICE)
     except (AttributeError, OSError):

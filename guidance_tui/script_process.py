@@ -72,7 +72,6 @@ class ScriptProcess:
         self._cancel = threading.Event()
         self.proc: subprocess.Popen | None = None
         self.result: RunResult | None = None
-        self.dropped_bytes = 0
         self.polled_elsewhere = False  # the app's timer calls poll(); run() only watches the process
         self._poll_lock = threading.Lock()
         self._dec = FrameDecoder()
@@ -152,11 +151,9 @@ class ScriptProcess:
                 if exited:
                     while self.poll():
                         pass
-                elif not self.polled_elsewhere:
-                    self.poll()
-                if exited:
-                    self.dropped_bytes = len(self._buf)
                     return
+                if not self.polled_elsewhere:
+                    self.poll()
                 time.sleep(self.poll_s)
         except TraceFormatError as e:  # not ours to fix: report it, stop the child, keep the file
             self._note(f"guidance-tui: {e}")
