@@ -123,7 +123,7 @@ async def test_the_backtracks_tab_catches_up_with_backtracks_that_arrive_in_quic
         await wait_for(pilot, lambda: app.cursor.end_seq == len(store) - 1)
         total = len(app.index.backtracks)
         assert first != f"Backtracks {total}"
-        await wait_for(pilot, lambda: backtracks_tab_label(app) == f"Backtracks {total}", timeout=3.0)
+        await wait_for(pilot, lambda: backtracks_tab_label(app) == f"Backtracks {total}", timeout=10.0)
         assert app.metrics_bar.stats.backtracks == app.metrics_bar.stats.backtracks_total == total
 
 
