@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from textual.strip import Strip
-from textual.widget import Widget
 
 from .stats import RunStats
-from .strips import Run, runs_strip, runs_width
+from .strips import Run, RunsBar, runs_width
 
 STATUS_ICONS = {"running": "●", "done": "✔", "error": "✖", "interrupted": "■", "empty": "○"}
 STATUS_COLORS = {"running": "accent", "done": "success", "error": "error", "interrupted": "warning",
@@ -24,7 +22,7 @@ def fmt_secs(s: float | None) -> str:
     return f"{s * 1000:.0f} ms" if s < 1 else f"{s:.2f} s"
 
 
-class MetricsBar(Widget):
+class MetricsBar(RunsBar):
     DEFAULT_CSS = "MetricsBar { height: 1; }"
 
     def __init__(self, *, id: str | None = None) -> None:
@@ -38,13 +36,6 @@ class MetricsBar(Widget):
         if stats != self.stats or mode != self.mode:
             self.stats, self.mode = stats, mode
             self.refresh()
-
-    def render_line(self, y: int) -> Strip:
-        width = self.size.width
-        base = self.visual_style.rich_style
-        if y != 0:
-            return Strip.blank(width, base)
-        return runs_strip(self.runs(width or 80), width, base)
 
     def runs(self, width: int) -> list[Run]:
         """The line as (text, style) runs for a bar ``width`` cells wide."""

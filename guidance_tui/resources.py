@@ -10,13 +10,11 @@ from __future__ import annotations
 import bisect
 from typing import Sequence
 
-from textual.strip import Strip
-from textual.widget import Widget
 
 from tracing import Metric
 from tracing.store import TraceStore
 
-from .strips import Run, runs_strip
+from .strips import Run, RunsBar
 
 BLOCKS = "▁▂▃▄▅▆▇█"
 
@@ -42,7 +40,7 @@ def fmt_bytes(n: float) -> str:
     return f"{n / 1024:.0f}K"
 
 
-class ResourceBar(Widget):
+class ResourceBar(RunsBar):
     """One line: ``CPU ▂▃▅ 62%  RAM ▃▃▄ 5.2/24G  GPU … | no GPU``."""
 
     DEFAULT_CSS = "ResourceBar { height: 1; }"
@@ -72,13 +70,6 @@ class ResourceBar(Widget):
         if key != self._key:
             self._key = key
             self.refresh()
-
-    def render_line(self, y: int) -> Strip:
-        width = self.size.width
-        base = self.visual_style.rich_style
-        if y != 0:
-            return Strip.blank(width, base)
-        return runs_strip(self.runs(width or 80), width, base)
 
     def runs(self, width: int) -> list[Run]:
         """The line as (text, style) runs for a bar ``width`` cells wide."""

@@ -14,6 +14,7 @@ from typing import Iterable
 from rich.segment import Segment
 from rich.style import Style
 from textual.strip import Strip
+from textual.widget import Widget
 
 Run = tuple[str, str]  # text, Rich style spec ("" for none)
 
@@ -47,3 +48,20 @@ def runs_strip(runs: Iterable[Run], width: int, base: Style, *, ellipsis: bool =
             return Strip([*cut, Segment("…", style)], width)
         return strip.crop(0, width)
     return strip
+
+
+class RunsBar(Widget):
+    """A one-row bar drawn from the (text, style) runs that :meth:`runs` gives."""
+
+    ELLIPSIS = True  # a row too long for the bar ends in "…" (else it is cropped)
+
+    def render_line(self, y: int) -> Strip:
+        width = self.size.width
+        base = self.visual_style.rich_style
+        if y != 0:
+            return Strip.blank(width, base)
+        return runs_strip(self.runs(width or 80), width, base, ellipsis=self.ELLIPSIS)
+
+    def runs(self, width: int) -> list[Run]:
+        """The row as (text, style) runs for a bar ``width`` cells wide."""
+        raise NotImplementedError

@@ -5,19 +5,18 @@ from __future__ import annotations
 
 from textual import events
 from textual.message import Message
-from textual.strip import Strip
-from textual.widget import Widget
 
 from .cursor import Cursor
-from .strips import Run, runs_strip, runs_width
+from .strips import Run, RunsBar, runs_width
 
 
 def fmt_speed(speed: float) -> str:
     return f"{speed:g}×"
 
 
-class TimelineBar(Widget):
+class TimelineBar(RunsBar):
     DEFAULT_CSS = "TimelineBar { height: 1; }"
+    ELLIPSIS = False  # the track is cropped, never cut with "…"
 
     class Seek(Message):
         def __init__(self, seq: int) -> None:
@@ -40,13 +39,6 @@ class TimelineBar(Widget):
         if key != self._key:
             self._key = key
             self.refresh()
-
-    def render_line(self, y: int) -> Strip:
-        width = self.size.width
-        base = self.visual_style.rich_style
-        if y != 0:
-            return Strip.blank(width, base)
-        return runs_strip(self.runs(width or 80), width, base, ellipsis=False)
 
     def runs(self, width: int) -> list[Run]:
         """The line as (text, style) runs for a bar ``width`` cells wide."""
