@@ -144,7 +144,6 @@ class InspectorApp(App[int]):
         self._monitor_checked = False
         self._started = time.monotonic()
         self._poll_run = None
-        self._unfrozen = 0  # events polled since the last gc.freeze()
         self._error_shown = False
         self.app_colors: dict[str, str] = {}
         # Display-lag probe for benchmarks: (t_us of the newest drawn token, wall time drawn).
@@ -304,19 +303,15 @@ class InspectorApp(App[int]):
         # (see _freeze_if_grown) before anything scans it.
         enabled = gc.isenabled()
         gc.disable()
-        added = 0
         try:
-            added = self._poll_run(POLL_MAX_EVENTS)
+            self._poll_run(POLL_MAX_EVENTS)
         except TraceFormatError as e:  # the run goes on; the process watcher stops following
             self._poll_run = None
             self.script_run.polled_elsewhere = False
             self.notify(str(e), title="Trace damaged", severity="error", timeout=10)
         finally:
             if enabled:
-                self._unfrozen += added
-                if self._unfrozen >= FREEZE_POLLED:
-                    gc.freeze()
-                    self._unfrozen = 0
+                self._freeze_if_grown(self.store.last_seq, FREEZE_POLLED)
                 gc.enable()
 
     def _pace_to_machine(self, events: list) -> None:
@@ -334,14 +329,14 @@ class InspectorApp(App[int]):
         elif cpu < IDLE_CPU:
             self._stream_hz = STREAM_HZ
 
-    def _freeze_if_grown(self, last_seq: int) -> None:
+    def _freeze_if_grown(self, last_seq: int, every: int = FREEZE_EVERY) -> None:
         """Move the events so far out of the garbage collector's sight.
 
         The store keeps every event for the app's lifetime, so scanning them in
         each full collection is pure cost: with a million live objects a full
         collection takes a third of a second, and both the producer and the UI
         wait for it.  gc.freeze() parks them in the permanent generation."""
-        if last_seq - self._frozen_at >= FREEZE_EVERY:
+        if last_seq - self._frozen_at >= every:
             gc.freeze()
             self._frozen_at = last_seq
 
