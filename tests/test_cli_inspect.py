@@ -16,7 +16,7 @@ import pytest
 from guidance_tui.cli import main
 from guidance_tui.cmd_inspect import read_jsonl
 from tracing import (
-    Alt, Backtrack, Capture, NodeClose, NodeOpen, RunEnd, RunStart, Token, TokenKind, TraceStore,
+    FORMAT_VERSION, Alt, Backtrack, Capture, NodeClose, NodeOpen, RunEnd, RunStart, Token, TokenKind, TraceStore,
     decode_trace, display_text, encode_trace, read_trace, write_trace,
 )
 from tracing.synthetic import synthetic_events
@@ -78,7 +78,7 @@ def test_info_summarises_a_trace(capsys, trace):
     code, out, err = cli(capsys, "info", trace)
     assert code == 0 and err == ""
     f = info_fields(out)
-    assert f["format"] == "version 1"
+    assert f["format"] == f"version {FORMAT_VERSION}"
     assert f["events"] == "10"
     assert f["tokens"] == "4 (prompt 1, generated 2, forced 1)"
     assert f["backtracks"] == "1" and f["captures"] == "1" and f["nodes"] == "1"

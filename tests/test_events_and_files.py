@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import struct
+from pathlib import Path
 import time
 from itertools import accumulate
 
@@ -19,7 +20,7 @@ from tracing.synthetic import synthetic_events
 
 NAN = float("nan")
 HEADER_SIZE = 10  # magic (8) + version (u16)
-VOCAB_TAG = 0
+VOCAB_TAG, BLOCK_TAG = 0, 3
 
 
 def fake_clock(step_us: int = 1234):
@@ -91,6 +92,16 @@ def payload(data: bytes, frame: tuple[int, int]) -> list:
     return msgspec.msgpack.decode(data[pos + 1:end])
 
 
+def frame_events(frame: list) -> int:
+    return frame[1] if frame[0] == BLOCK_TAG else 0 if frame[0] == VOCAB_TAG else 1
+
+
+def vocab_entries(data: bytes) -> int:
+    """Token byte strings the file introduces: in blocks (format 2) or VOCAB frames (format 1)."""
+    frames_ = [payload(data, f) for f in frames(data)]
+    return sum(len(f[5]) if f[0] == BLOCK_TAG else f[0] == VOCAB_TAG for f in frames_)
+
+
 def f32(x: float) -> float:
     return struct.unpack("<f", struct.pack("<f", x))[0]
 
@@ -121,6 +132,12 @@ def assert_same_event(a, b) -> None:
             assert same_float(x, y, 0), (name, x, y)
         else:
             assert x == y, (type(a).__name__, name, x, y)
+
+
+def assert_same_events(got, want) -> None:
+    assert len(got) == len(want)
+    for a, b in zip(got, want):
+        assert_same_event(b, a)
 
 
 # -- round trips ---------------------------------------------------------------
@@ -176,24 +193,28 @@ def test_truncated_file_recovers_every_complete_frame_at_every_cut_point():
     bounds = frames(data)
     assert bounds[-1][1] == len(data)
     assert any(data[s] & 0x80 for s, _ in bounds), "want a frame whose length takes two bytes"
-    is_event = [payload(data, f)[0] != VOCAB_TAG for f in bounds]
+    # events in each frame: a TOKENS block holds n, a vocabulary frame (format 1) none
+    counts = [frame_events(payload(data, f)) for f in bounds]
+    assert max(counts) > 1, "want a block of several tokens"
     full = [msgspec.msgpack.encode(e) for e in decode_trace(data).events]
     for cut in range(HEADER_SIZE, len(data) + 1):
         tf = decode_trace(data[:cut])
         complete = [i for i, (_, end) in enumerate(bounds) if end <= cut]
         last_end = bounds[complete[-1]][1] if complete else HEADER_SIZE
         assert tf.dropped_bytes == cut - last_end, cut
-        n_events = sum(is_event[i] for i in complete)
+        n_events = sum(counts[i] for i in complete)
         assert [msgspec.msgpack.encode(e) for e in tf.events] == full[:n_events], cut
 
 
 def test_truncated_file_on_disk_is_read_with_dropped_bytes(tmp_path):
-    data = encode_trace(stamped(synthetic_events(300, seed=2)))
+    data = encode_trace(stamped(synthetic_events(1500, seed=2)))
     path = tmp_path / "cut.gtt"
     path.write_bytes(data[: len(data) - 3])
     tf = read_trace(path)
     assert tf.dropped_bytes > 0
-    assert len(tf.events) == len(decode_trace(data).events) - 1
+    last = frame_events(payload(data, frames(data)[-1]))
+    assert 0 < last < len(tf.events)
+    assert len(tf.events) == len(decode_trace(data).events) - last
 
 
 # -- bad input ---------------------------------------------------------------------
@@ -206,6 +227,8 @@ def one_line_error(exc_info) -> str:
 def test_garbage_inside_a_frame_is_a_one_line_format_error():
     data = bytearray(encode_trace(stamped(synthetic_events(200, seed=4))))
     start, end = frames(bytes(data))[len(frames(bytes(data))) // 2]
+    while data[start] & 0x80:  # past the length
+        start += 1
     data[start + 1:end] = b"\xc1" * (end - start - 1)  # 0xc1 is never valid msgpack
     with pytest.raises(TraceFormatError) as e:
         decode_trace(bytes(data), "x.gtt")
@@ -213,8 +236,9 @@ def test_garbage_inside_a_frame_is_a_one_line_format_error():
 
 
 def test_garbage_between_frames_is_a_one_line_format_error():
-    data = encode_trace(stamped(synthetic_events(200, seed=4)))
-    cut = frames(data)[40][0]
+    data = encode_trace(stamped(synthetic_events(2000, seed=4)))
+    assert len(frames(data)) >= 3
+    cut = frames(data)[len(frames(data)) // 2][0]
     with pytest.raises(TraceFormatError) as e:
         decode_trace(data[:cut] + b"\xff" * 16 + data[cut:], "x.gtt")
     assert "corrupt frame length" in one_line_error(e)
@@ -225,6 +249,16 @@ def test_garbage_between_frames_is_a_one_line_format_error():
     [1, 0, 1, 0, 0, 0, b"\x01\x00\x63\x00\x00\x00\x00\x00" + b"\x00" * 8],  # token of an id never introduced
     [1, 0, 1, 0, 0, 0, b"\x01"],  # token blob cut short
     [2, 0, b"\x81\xa4type\xa4nope"],  # event of an unknown type
+    [3, 1, 0, "B" * 10, b"\x00" * 10, [], [], [], []],  # block: a token of an id never introduced
+    [3, 1, 0, "B" * 10, b"\x00" * 9, [0], [b"a"], [], []],  # block columns cut short
+    [3, 1, 2, "B" * 10, b"\x00" * 10, [0], [b"a"], [], []],  # block: alternatives that no token counts
+    [3, 1, 0, "B" * 9 + "Z", b"\x00" * 10, [0], [b"a"], [], []],  # block: not a column type
+    [3, 1, 0, "B" * 8, b"\x00" * 10, [0], [b"a"], [], []],  # block: too few column types
+    [3, 1, 0, "B" * 10, b"\x00" * 8 + b"\x09\x00", [0], [b"a"], [], []],  # block: token kind 9
+    [3, 0, 0, "B" * 10, b"", [], [], [], []],  # block of no events
+    [3, 1, 0, "B" * 10, b"\x00", [], [], [1], [b"\x81\xa4type\xa7message"]],  # block: index past its end
+    [3, 2, 0, "B" * 10, b"\x00" * 2, [], [], [1, 1], [b"\x81\xa4type\xa7message"] * 2],  # block: index twice
+    [3, 1, 0, "B" * 10, b"\x00", [], [], [0], [b"\x81\xa4type\xa4nope"]],  # block: an unknown event
     {"not": "a frame"},
     42,
 ])
@@ -297,7 +331,7 @@ def test_trace_writer_file_grows_and_is_readable_before_close(tmp_path):
         assert writer.written_seq == store.last_seq
     finally:
         writer.close()
-    assert path.read_bytes() == encode_trace(store.events())
+    assert_same_events(read_trace(path).events, store.events())  # block boundaries follow the writes
 
 
 def test_trace_writer_thread_flushes_while_a_producer_appends(tmp_path):
@@ -314,7 +348,7 @@ def test_trace_writer_thread_flushes_while_a_producer_appends(tmp_path):
                 assert writer.written_seq >= 0, "the background thread never wrote"
                 assert 0 < len(read_trace(path).events) <= len(store)
     assert writer.error is None
-    assert path.read_bytes() == encode_trace(store.events())
+    assert_same_events(read_trace(path).events, store.events())  # block boundaries follow the writes
 
 
 def test_trace_writer_drains_a_backlog_in_flushed_chunks_and_reports_each(tmp_path):
@@ -330,7 +364,30 @@ def test_trace_writer_drains_a_backlog_in_flushed_chunks_and_reports_each(tmp_pa
     assert sum(n for n, _ in seen) == len(store)
     assert [n for n, _ in seen[:-1]] == [WRITE_CHUNK] * (len(store) // WRITE_CHUNK) and len(seen) >= 3
     assert [readable for _, readable in seen] == list(accumulate(n for n, _ in seen))  # flushed as it goes
-    assert path.read_bytes() == encode_trace(store.events())
+    assert_same_events(read_trace(path).events, store.events())  # block boundaries follow the writes
+
+
+def test_a_format_1_file_is_still_read():
+    """tests/data/format1.gtt was written by format 1 (a frame per token) from these events."""
+    tf = read_trace(Path(__file__).parent / "data" / "format1.gtt")
+    assert tf.version == 1
+    assert_same_events(tf.events, stamped(nan_events() + list(synthetic_events(400, seed=7, gpus=1))))
+
+
+def test_a_block_holds_any_integers_and_any_number_of_alternatives():
+    """Each column takes the narrowest type that holds it, per block: wide, negative and
+    empty columns, text positions that jump back, tokens without alternatives and with hundreds."""
+    toks = [
+        Token(id=0, bytes=b"a", pos=0, top=[]),
+        Token(id=2**40, bytes=b"bcd", pos=1, node_id=70_000, latency_us=2**40, mask_us=2**33, allowed=2**31,
+              top=[Alt(1000 + i, b"x%d" % i, 1 / (i + 1), i % 3 == 0) for i in range(300)]),
+        Token(id=7, bytes=b"e", pos=2, kind=TokenKind.FORCED, allowed=-1, top=[Alt(7, b"e", 1.0, False)]),
+        Token(id=8, bytes=b"", pos=0, kind=TokenKind.PROMPT, prob=NAN, top=[]),
+    ]
+    events = stamped(toks)
+    data = encode_trace(events)
+    assert [payload(data, f)[0] for f in frames(data)] == [BLOCK_TAG]
+    assert_same_events(decode_trace(data).events, events)
 
 
 # -- vocabulary -------------------------------------------------------------------------
@@ -342,9 +399,9 @@ def test_token_bytes_are_stored_once_per_id():
               top=[Alt(42, word, 0.5, False), Alt(43, alt, 0.25, True)])
         for i in range(1000))
     data = encode_trace(events)
-    tags = [payload(data, f)[0] for f in frames(data)]
-    assert tags.count(VOCAB_TAG) == 2  # one for the token, one for the alternative
-    assert len(tags) == 1002
+    blocks = [payload(data, f) for f in frames(data)]
+    assert [b[0] for b in blocks] == [BLOCK_TAG, BLOCK_TAG] and blocks[0][1] + blocks[1][1] == 1000
+    assert vocab_entries(data) == 2  # one for the token, one for the alternative
     assert len(data) < 1000 * len(word) // 2
     tf = decode_trace(data)
     assert tf.vocab == {42: word, 43: alt}
@@ -354,7 +411,7 @@ def test_token_bytes_are_stored_once_per_id():
 def test_an_id_seen_again_with_other_bytes_is_reintroduced():
     events = stamped([Token(pos=0, id=1, bytes=b"a"), Token(pos=1, id=1, bytes=b"bb"), Token(pos=3, id=1, bytes=b"a")])
     data = encode_trace(events)
-    assert [payload(data, f)[0] for f in frames(data)].count(VOCAB_TAG) == 3
+    assert vocab_entries(data) == 3  # the block would say both: a block per token
     assert [e.bytes for e in decode_trace(data).events] == [b"a", b"bb", b"a"]
 
 

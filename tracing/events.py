@@ -14,7 +14,7 @@ from typing import Union
 
 import msgspec
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: tokens in column blocks; 1 is still read
 
 _Bytes = bytes  # field types below, since fields named `bytes` shadow the builtin
 
@@ -78,11 +78,13 @@ class Alt(msgspec.Struct, array_like=True, gc=False):
     masked: bool  # True when the grammar ruled this token out
 
 
-class Token(Event, tag="token", kw_only=True):
-    node_id: int = 0
-    pos: int = 0  # byte offset in the model's text where this token starts
+class Token(Event, tag="token"):
+    # Positional fields (id, bytes first): a trace reader builds a block of
+    # tokens with one C-level map(Token, *columns) instead of a Python call each.
     id: int
     bytes: _Bytes
+    node_id: int = 0
+    pos: int = 0  # byte offset in the model's text where this token starts
     kind: TokenKind = TokenKind.GENERATED
     prob: float = float("nan")  # after the grammar mask (what was sampled from)
     prob_raw: float = float("nan")  # before the mask

@@ -5,24 +5,36 @@ Layout::
     MAGIC (8 bytes) | format version (u16 little-endian) | frames...
     frame = LEB128 length | msgpack array [tag, ...]
 
-Frame tags: ``VOCAB`` [0, id, bytes] introduces a token's bytes once, before
-the first frame that needs them; ``TOKEN`` [1, dt_us, node_id, pos_delta,
-latency_us, mask_us, blob] is the compact token (ids, probabilities and top-k
-packed into ``blob``); ``EVENT`` [2, dt_us, msgpack-of-event] is every other
-event.  Seqs are implicit (frame order); times are deltas.  Data only: no
-pickle anywhere.  A file cut short loses only its incomplete last frame.
+Frame tags: ``BLOCK`` [3, n, m, codes, columns, vocab_ids, vocab_bytes,
+other_index, other_events] holds ``n`` consecutive events: the tokens among
+them column by column (``m`` top-k alternatives in all), each integer column
+in the narrowest type that holds it (``codes``: one struct code per column),
+with the vocabulary entries (token id -> bytes) the block introduces; every
+other event msgpack-encoded with its index in the block.  ``EVENT`` [2,
+dt_us, msgpack-of-event] is one event on its own.  Format 1 wrote a
+``TOKEN`` frame [1, dt_us, node_id, pos_delta, latency_us, mask_us, blob] per
+token, an ``EVENT`` frame per other event and ``VOCAB`` [0, id, bytes]
+frames; all are still read.  Seqs are implicit (frame order); times and text
+positions are deltas.  Data only: no pickle anywhere.  A file cut short
+loses only its incomplete last frame.
+
+Why blocks of columns: a reader (the app following a live run) does no
+Python work per token, only C-level unpacking and ``map`` over each block.
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections import deque
 import gc
 import os
 import struct
 import threading
 from dataclasses import dataclass
+from itertools import accumulate, chain, compress, count, filterfalse, repeat
+from operator import add, attrgetter, ge, is_, not_, sub
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterable
+from typing import BinaryIO, Callable, Iterable, Sequence
 
 import msgspec
 
@@ -30,10 +42,10 @@ from .events import FORMAT_VERSION, Alt, AnyEvent, Backtrack, Token, TokenKind
 
 MAGIC = b"\x89GTTRC\r\n"
 HEADER = struct.Struct("<8sH")
-VOCAB, TOKEN, EVENT = 0, 1, 2
+VOCAB, TOKEN, EVENT, BLOCK = 0, 1, 2, 3  # VOCAB and TOKEN: format 1 only
+BLOCK_MAX = 512  # events per BLOCK frame
 _WIDE = 0x80  # kind byte flag: token ids take 4 bytes instead of 3
 _SELF = 0x40  # kind byte flag: top[0] is the token itself (greedy), its id is not repeated
-_F32 = struct.Struct("<ff")
 _U24 = 0xFFFFFF
 
 
@@ -59,6 +71,7 @@ class FrameEncoder:
     def __init__(self) -> None:
         self._enc = msgspec.msgpack.Encoder()
         self._vocab: dict[int, bytes] = {}
+        self._known = self._vocab.items().__contains__  # (id, bytes) already written
         self._prev_t = 0
         self._text_len = 0
 
@@ -68,52 +81,117 @@ class FrameEncoder:
     def _frame(self, payload: bytes) -> bytes:
         return _leb128(len(payload)) + payload
 
-    def _vocab_frames(self, out: list[bytes], tid: int, data: bytes) -> None:
-        if self._vocab.get(tid) != data:
-            self._vocab[tid] = data
-            out.append(self._frame(self._enc.encode((VOCAB, tid, data))))
-
     def encode(self, ev: AnyEvent) -> bytes:
+        return self.encode_batch((ev,))
+
+    def encode_batch(self, events: Sequence[AnyEvent]) -> bytes:
+        """Frames for ``events``: blocks of up to BLOCK_MAX events."""
         out: list[bytes] = []
-        dt = ev.t_us - self._prev_t
-        self._prev_t = ev.t_us
-        if isinstance(ev, Token):
-            self._vocab_frames(out, ev.id, ev.bytes)
-            for alt in ev.top:
-                self._vocab_frames(out, alt.id, alt.bytes)
-            pos_delta = ev.pos - self._text_len
-            self._text_len = ev.pos + len(ev.bytes)
-            out.append(self._frame(self._enc.encode(
-                (TOKEN, dt, ev.node_id, pos_delta, ev.latency_us, ev.mask_us, _pack_token(ev)))))
-        else:
-            if isinstance(ev, Backtrack):
-                self._text_len = ev.pos if ev.pos >= 0 else max(0, self._text_len - len(ev.bytes))
-            bare = msgspec.structs.replace(ev, seq=-1, t_us=-1)
-            out.append(self._frame(self._enc.encode((EVENT, dt, self._enc.encode(bare)))))
+        for i in range(0, len(events), BLOCK_MAX):
+            self._events(events[i:i + BLOCK_MAX], out)
         return b"".join(out)
 
+    def _events(self, events: Sequence[AnyEvent], out: list[bytes]) -> None:
+        block = self._block(events)
+        if block is not None:
+            out.append(block)
+        elif len(events) > 1:  # an id with two byte strings: smaller blocks
+            half = len(events) // 2
+            self._events(events[:half], out)
+            self._events(events[half:], out)
+        else:  # a token whose own id and an alternative's differ in bytes
+            out.append(self._event_frame(events[0]))
 
-def _pack_token(ev: Token) -> bytes:
-    ids = [ev.id] + [a.id for a in ev.top]
-    wide = max(ids) > _U24 or ev.allowed + 1 > _U24
-    k = len(ev.top)
-    if k > 255:
-        raise ValueError("at most 255 alternatives per token")
-    own = bool(k) and ev.top[0].id == ev.id
-    parts = [bytes((int(ev.kind) | (_WIDE if wide else 0) | (_SELF if own else 0), k))]
-    w = 4 if wide else 3
-    parts.append(ev.id.to_bytes(w, "little"))
-    parts.append((ev.allowed + 1).to_bytes(w, "little"))
-    parts.append(_F32.pack(ev.prob, ev.prob_raw))
-    if k:
-        parts.append(b"".join(a.id.to_bytes(w, "little") for a in ev.top[1 if own else 0:]))
-        parts.append(struct.pack(f"<{k}e", *(a.prob for a in ev.top)))
-        flags = 0
-        for i, a in enumerate(ev.top):
-            if a.masked:
-                flags |= 1 << i
-        parts.append(flags.to_bytes((k + 7) // 8, "little"))
-    return b"".join(parts)
+    def _event_frame(self, ev: AnyEvent) -> bytes:
+        dt = ev.t_us - self._prev_t
+        self._prev_t = ev.t_us
+        if isinstance(ev, Backtrack):
+            self._text_len = ev.pos if ev.pos >= 0 else max(0, self._text_len - len(ev.bytes))
+        elif isinstance(ev, Token):
+            self._text_len = ev.pos + len(ev.bytes)
+        return self._frame(self._enc.encode((EVENT, dt, self._bare(ev))))
+
+    def _bare(self, ev: AnyEvent) -> bytes:
+        return self._enc.encode(msgspec.structs.replace(ev, seq=-1, t_us=-1))
+
+    def _block(self, events: Sequence[AnyEvent]) -> bytes | None:
+        """One BLOCK frame, built with C-level maps (this runs on the producer's
+        writer thread); None when the block's vocabulary is inconsistent."""
+        n = len(events)
+        is_token = list(map(is_, map(type, events), repeat(Token)))
+        toks = list(compress(events, is_token))
+        other_index = list(compress(count(), map(not_, is_token)))
+        ts = list(map(_T_US, events))
+        ids = list(map(_ID, toks))
+        data = list(map(_BYTES, toks))
+        lens = list(map(len, data))
+        pos = list(map(_POS, toks))
+        tops = list(map(_TOP, toks))
+        alts = list(chain.from_iterable(tops))
+        alt_ids = list(map(_ID, alts))
+        all_ids = ids + alt_ids
+        all_data = data + list(map(_BYTES, alts))
+        vocab = dict(zip(all_ids, all_data))
+        if list(map(vocab.__getitem__, all_ids)) != all_data:
+            return None  # the same id with different bytes: the block's table cannot say both
+        new = sorted(filterfalse(self._known, vocab.items()))
+        self._vocab.update(new)
+        dts = list(map(sub, ts, chain((self._prev_t,), ts)))
+        self._prev_t = ts[-1]
+        # a token's position relative to where the previous token ended
+        pos_deltas = list(map(sub, pos, chain((self._text_len,), map(add, pos, lens))))
+        if toks:
+            self._text_len = pos[-1] + lens[-1]
+        m = len(alts)
+        masked = "".join(map("01".__getitem__, map(_MASKED, reversed(alts))))
+        int_cols = (dts, list(map(_NODE, toks)), pos_deltas, list(map(_LATENCY, toks)), list(map(_MASK, toks)),
+                    ids, list(map(_ALLOWED, toks)), list(map(int, map(_KIND, toks))), list(map(len, tops)), alt_ids)
+        codes = "".join(map(_int_code, int_cols))
+        columns = _block_layout(n, len(toks), m, codes).pack(
+            *chain(*int_cols[:9]), *map(_PROB, toks), *map(_PROB_RAW, toks), *alt_ids, *map(_PROB, alts))
+        bits = int(masked, 2).to_bytes((m + 7) // 8, "little") if m else b""
+        others = list(map(self._bare, (events[i] for i in other_index)))
+        return self._frame(self._enc.encode((BLOCK, n, m, codes, columns + bits, [i for i, _ in new],
+                                             [b for _, b in new], other_index, others)))
+
+
+_T_US, _ID, _BYTES, _POS, _TOP = (attrgetter(a) for a in ("t_us", "id", "bytes", "pos", "top"))
+_NODE, _LATENCY, _MASK, _ALLOWED, _KIND = (attrgetter(a) for a in ("node_id", "latency_us", "mask_us", "allowed",
+                                                                      "kind"))
+_PROB, _PROB_RAW, _MASKED = attrgetter("prob"), attrgetter("prob_raw"), attrgetter("masked")
+# struct codes for an integer column, narrowest first, with the range each holds
+_INT_CODES = (("B", 0, 0xFF), ("b", -0x80, 0x7F), ("H", 0, 0xFFFF), ("h", -0x8000, 0x7FFF),
+              ("I", 0, 0xFFFFFFFF), ("i", -0x80000000, 0x7FFFFFFF), ("q", -1 << 63, (1 << 63) - 1))
+_N_INT_COLS = 10  # dt; tokens' node, pos delta, latency, mask time, id, allowed, kind, k; alternative ids
+
+
+def _int_code(col: Sequence[int]) -> str:
+    if not col:
+        return "B"
+    lo, hi = min(col), max(col)
+    for code, a, b in _INT_CODES:
+        if a <= lo and hi <= b:
+            return code
+    raise ValueError(f"an integer in a token is out of the 64-bit range: {lo if lo < 0 else hi}")
+
+
+def _block_layout(n: int, n_tok: int, m: int, codes: str) -> struct.Struct:
+    """Columns of a BLOCK: time deltas of all n events; eight integer columns of
+    the n_tok tokens, their probabilities and raw probabilities (f32); the ids
+    and probabilities (f16) of the m alternatives."""
+    key = (n, n_tok, m, codes)
+    layout = _BLOCK_LAYOUTS.get(key)
+    if layout is None:
+        fmt = f"<{n}{codes[0]}" + "".join(f"{n_tok}{c}" for c in codes[1:9]) + f"{n_tok}f{n_tok}f{m}{codes[9]}{m}e"
+        layout = struct.Struct(fmt)
+        if len(_BLOCK_LAYOUTS) < 4096:
+            _BLOCK_LAYOUTS[key] = layout
+    return layout
+
+
+_BLOCK_LAYOUTS: dict[tuple[int, int, int, str], struct.Struct] = {}
+# byte -> its 8 bits as booleans, least significant first
+_BITS8 = tuple(tuple(bool(b >> j & 1) for j in range(8)) for b in range(256))
 
 
 _KINDS = tuple(TokenKind)
@@ -158,29 +236,6 @@ class FrameDecoder:
         self._text_len = 0
         self._seq = 0  # next seq, for decode_frames
 
-    def decode(self, payload: bytes, seq: int) -> AnyEvent | None:
-        """The event in one frame, or None for a vocabulary frame."""
-        frame = self._dec.decode(payload)
-        tag = frame[0]
-        if tag == TOKEN:
-            _, dt, node_id, pos_delta, lat, mask, blob = frame
-            self._t += dt
-            pos = self._text_len + pos_delta
-            ev = self._unpack_token(blob, seq, self._t, node_id, pos, lat, mask)
-            self._text_len = pos + len(ev.bytes)
-            return ev
-        if tag == VOCAB:
-            self.vocab[frame[1]] = frame[2]
-            return None
-        if tag == EVENT:
-            self._t += frame[1]
-            ev = self._ev_dec.decode(frame[2])
-            if isinstance(ev, Backtrack):
-                self._text_len = ev.pos if ev.pos >= 0 else max(0, self._text_len - len(ev.bytes))
-            ev.seq, ev.t_us = seq, self._t
-            return ev
-        raise TraceFormatError(f"unknown frame tag {tag}")
-
     def decode_frames(self, data: bytes, pos: int, name: str,
                       max_events: int | None = None) -> tuple[list[AnyEvent], int, int]:
         """Complete frames from ``pos`` on, up to ``max_events`` events:
@@ -200,8 +255,9 @@ class FrameDecoder:
         view = memoryview(data)
         end = len(data)
         dropped, seq = 0, self._seq
-        limit = seq + max_events if max_events is not None else -1
-        while pos < end and seq != limit:
+        limit = seq + max_events if max_events is not None else 1 << 62
+        block = self._block
+        while pos < end and seq < limit:
             start = pos
             n = data[pos]
             pos += 1
@@ -226,7 +282,11 @@ class FrameDecoder:
             try:
                 frame = raw(view[pos:pos + n])
                 tag = frame[0]
-                if tag == TOKEN:
+                if tag == BLOCK:
+                    got, t, text_len = block(frame, seq, t, text_len)
+                    events += got
+                    seq += len(got)
+                elif tag == TOKEN:
                     _, dt, node_id, pos_delta, lat, mask, blob = frame
                     t += dt
                     text_pos = text_len + pos_delta
@@ -241,6 +301,8 @@ class FrameDecoder:
                     ev = ev_dec(frame[2])
                     if isinstance(ev, Backtrack):
                         text_len = ev.pos if ev.pos >= 0 else max(0, text_len - len(ev.bytes))
+                    elif isinstance(ev, Token):
+                        text_len = ev.pos + len(ev.bytes)
                     ev.seq, ev.t_us = seq, t
                     append(ev)
                     seq += 1
@@ -251,6 +313,54 @@ class FrameDecoder:
             pos += n
         self._t, self._text_len, self._seq = t, text_len, seq
         return events, dropped, pos if not dropped else end
+
+    def _block(self, frame: list, seq: int, t: int, text_len: int) -> tuple[list[AnyEvent], int, int]:
+        """The events of one BLOCK frame, and the time and text length after them.
+
+        Tokens column by column at C speed: one struct call, then map and
+        accumulate, and map(Token, ...) over the columns; the few other events
+        one by one."""
+        _, n, m, codes, blob, vids, vdata, other_index, others = frame
+        vocab = self.vocab
+        if vids:
+            vocab.update(zip(vids, vdata))
+        n_tok = n - len(other_index)
+        if n <= 0 or n_tok < 0 or len(codes) != _N_INT_COLS or len(others) != len(other_index):
+            raise ValueError("bad block")
+        layout = _block_layout(n, n_tok, m, codes)
+        if len(blob) != layout.size + (m + 7) // 8:
+            raise ValueError("bad block")
+        v = layout.unpack_from(blob)
+        ts = list(accumulate(v[:n], initial=t))
+        del ts[0]
+        events: list = []
+        if n_tok:
+            nodes, pos_deltas, lats, masks, ids, allowed, kinds, ks = (v[n + i * n_tok:n + (i + 1) * n_tok]
+                                                                        for i in range(8))
+            e = n + 8 * n_tok
+            probs, probs_raw, alt_ids, alt_probs = v[e:e + n_tok], v[e + n_tok:e + 2 * n_tok], v[
+                e + 2 * n_tok:e + 2 * n_tok + m], v[e + 2 * n_tok + m:]
+            data = list(map(vocab.__getitem__, ids))
+            lens = list(map(len, data))
+            pos = list(accumulate(map(add, pos_deltas, chain((text_len,), lens))))
+            text_len = pos[-1] + lens[-1]
+            starts = list(accumulate(ks, initial=0))
+            if starts[-1] != m or min(kinds) < 0 or max(kinds) >= len(_KINDS):
+                raise ValueError("bad block")
+            masked = chain.from_iterable(map(_BITS8.__getitem__, blob[layout.size:]))
+            alts = list(map(Alt, alt_ids, map(vocab.__getitem__, alt_ids), alt_probs, masked))
+            tops = list(map(alts.__getitem__, map(slice, starts, starts[1:])))
+            events = list(map(Token, ids, data, nodes, pos, map(_KINDS.__getitem__, kinds), probs, probs_raw,
+                              tops, lats, masks, allowed))
+        if other_index:
+            if other_index[-1] >= n or any(map(ge, other_index, other_index[1:])):
+                raise ValueError("bad block")
+            insert = events.insert
+            for i, ev in zip(other_index, map(self._ev_dec.decode, others)):
+                insert(i, ev)
+        deque(map(setattr, events, repeat("seq"), count(seq)), 0)
+        deque(map(setattr, events, repeat("t_us"), ts), 0)
+        return events, ts[-1], text_len
 
     def _unpack_token(self, blob: bytes, seq: int, t_us: int, node_id: int, pos: int, lat: int,
                       mask: int) -> Token:
@@ -360,7 +470,7 @@ def _gc_paused():
 
 def encode_trace(events: Iterable[AnyEvent]) -> bytes:
     enc = FrameEncoder()
-    return enc.header() + b"".join(enc.encode(ev) for ev in events)
+    return enc.header() + enc.encode_batch(list(events))
 
 
 def write_trace(path: str | os.PathLike, events: Iterable[AnyEvent]) -> None:
@@ -410,12 +520,12 @@ class TraceWriter:
         with self._io_lock:
             if self._fh.closed:
                 return
-            encode = self._enc.encode
+            encode = self._enc.encode_batch
             while True:
                 batch = self._store.since(self._written, WRITE_CHUNK)
                 if not batch:
                     break
-                self._fh.write(b"".join(encode(ev) for ev in batch))
+                self._fh.write(encode(batch))
                 self._written = batch[-1].seq
                 self._fh.flush()
                 if self._on_written is not None:
