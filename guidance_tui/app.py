@@ -48,6 +48,8 @@ FREEZE_EVERY = 20_000  # events; see _freeze_if_grown
 FREEZE_POLLED = 2_000  # events read from a script process; see _poll_script_run
 STREAM_HZ = 30.0  # the token stream redraws at most this often while following a run...
 STREAM_HZ_BUSY = 8.0  # ...or this often while the machine has no idle core (see _pace_to_machine)
+STREAM_HZ_FIREHOSE = 15.0  # ...or this often while over FIREHOSE_EVENTS_S arrive (too fast to read anyway)
+FIREHOSE_EVENTS_S = 20_000.0
 BUSY_CPU, IDLE_CPU = 92.0, 80.0  # machine CPU % (all cores) that enters / leaves the busy pace
 POLL_MAX_EVENTS = 20_000  # a script process's events decoded per tick (~0.1 s of work: frames keep coming)
 MONITOR_FALLBACK_S = 1.5  # live run without samples in the store: read the monitor after this
@@ -138,6 +140,13 @@ class InspectorApp(App[int]):
         self._frozen_at = 0
         self._tab_at = 0.0
         self._fast_pending = False
+        self._streaming = False  # events are arriving and the view follows them
+        self._streamed_at = -1.0
+        self._drew = False  # this tick redrew the stream
+        self._busy = False  # the run's CPU samples say no core is idle
+        self._firehose = False  # events arrive at over FIREHOSE_EVENTS_S
+        self._rate_at = time.monotonic()
+        self._firehose_until = 0.0
         self._structural: list = []  # node/capture events not yet fed to the tree
         self._tree_at = 0.0
         self._monitor = None
@@ -245,6 +254,8 @@ class InspectorApp(App[int]):
         now = time.monotonic()
         if self._poll_run is not None:
             self._poll_script_run()
+        self._drew = False
+        first_seq = idx.last_seq
         batch = idx.ingest()
         grew = batch.last_seq > cur.end_seq
         moved = False
@@ -256,14 +267,11 @@ class InspectorApp(App[int]):
             self.backtrack_pane.sync()
             self._log_events(batch.events)
             moved = cur.grow(batch.last_seq)
+        if self.live:
+            self._pace_to_rate(batch.last_seq - first_seq, now)
         streaming = grew and (cur.following or self.loader is not None)
-        # The tree rebuilds its line list when nodes are added: while events
-        # stream in, feed it in batches a few times a second.
-        tree_period = 0.25 if len(self.tree_pane.trace.by_id) < 1000 else 1.0 / TREE_HZ  # big trees rebuild slower
-        if self._structural and (initial or not streaming or now - self._tree_at >= tree_period):
-            self.tree_pane.feed(self._structural)
-            self._structural = []
-            self._tree_at = now
+        if self._structural and (initial or not streaming):
+            self._feed_tree(now)
         if cur.playing:
             moved = cur.tick(now) or moved
         if self.live and not self._monitor_checked:
@@ -272,16 +280,28 @@ class InspectorApp(App[int]):
         if take_output is not None:  # the script process's own output (warnings...), not in the trace
             for line in take_output():
                 self.output_log.write(_styled(line, self.app_colors.get("muted", "dim")))
+        if streaming:
+            self._streamed_at = now
+        # still streaming for a moment after the last events: a tick between two writes is no end
+        self._streaming = now - self._streamed_at < 0.25 and (cur.following or self.loader is not None)
         if initial or moved or cur.playing:
             scroll = ("end" if initial else "follow") if cur.following else ("selected" if cur.playing else None)
             self._sync(scroll=scroll, throttle=(streaming or cur.playing) and not initial)
         elif grew:
             # new events after the cursor: only the timeline and counts change
-            self.timeline_bar.sync()
             self._slow_pending = True
-        if self._fast_pending and now - self._fast_at >= 1.0 / self._stream_hz:
+        if self._fast_pending and now - self._fast_at >= self._frame_gap():
             self._sync(scroll="follow" if cur.following else None, throttle=True)
-        if self._slow_pending and now - self._slow_at >= 1.0 / SLOW_PANE_HZ:
+        # While events stream in, the slower work (the tree's rebuild, the side
+        # panes) waits for a tick that did not redraw the stream: a stream
+        # frame is not held back by it.
+        quiet = not (streaming and self._drew)
+        # The tree rebuilds its line list when nodes are added: while events
+        # stream in, feed it in batches a few times a second.
+        tree_period = 0.25 if len(self.tree_pane.trace.by_id) < 1000 else 1.0 / TREE_HZ  # big trees rebuild slower
+        if self._structural and quiet and now - self._tree_at >= tree_period:
+            self._feed_tree(now)
+        if self._slow_pending and quiet and now - self._slow_at >= 1.0 / SLOW_PANE_HZ:
             self._sync_slow()
         if self._monitor is not None:
             self.resource_bar.set_cursor(cur.seq)
@@ -293,6 +313,11 @@ class InspectorApp(App[int]):
                 self.notify(f"The trace ends mid-event ({loader.dropped_bytes} bytes dropped): the run was "
                             "cut short.", severity="warning", timeout=8)
             self._sync(scroll="end" if cur.following else None, throttle=False)
+
+    def _feed_tree(self, now: float) -> None:
+        self.tree_pane.feed(self._structural)
+        self._structural = []
+        self._tree_at = now
 
     def _poll_script_run(self) -> None:
         from tracing import TraceFormatError
@@ -322,12 +347,30 @@ class InspectorApp(App[int]):
         (measured: the app at 19 % of a core slowed such a producer by 27 %).
         The run's own CPU samples say when that is the case."""
         cpu = next((e.cpu for e in reversed(events) if type(e) is Metric), None)
-        if cpu is None:
-            return
-        if cpu >= BUSY_CPU:
-            self._stream_hz = STREAM_HZ_BUSY
-        elif cpu < IDLE_CPU:
-            self._stream_hz = STREAM_HZ
+        if cpu is not None:
+            if cpu >= BUSY_CPU:
+                self._busy = True
+            elif cpu < IDLE_CPU:
+                self._busy = False
+        self._stream_hz = STREAM_HZ_BUSY if self._busy else STREAM_HZ_FIREHOSE if self._firehose else STREAM_HZ
+
+    def _frame_gap(self) -> float:
+        """Seconds between stream frames; less a little slack, as frames land on
+        ticks, which jitter: 1/30 s would often wait for the next tick."""
+        return 1.0 / self._stream_hz - 0.4 / self.tick_hz
+
+    def _pace_to_rate(self, n_events: int, now: float) -> None:
+        """Draw the stream at STREAM_HZ_FIREHOSE while events pour in faster than
+        anyone reads: each frame costs the same whatever it shows, and on a
+        small machine the app's CPU is taken from the script's."""
+        dt = now - self._rate_at
+        self._rate_at = now
+        if dt > 0 and n_events / dt >= FIREHOSE_EVENTS_S:
+            self._firehose_until = now + 1.0  # and for a second after: a pause between bursts is no end
+        firehose = now < self._firehose_until
+        if firehose != self._firehose:
+            self._firehose = firehose
+            self._pace_to_machine([])
 
     def _freeze_if_grown(self, last_seq: int, every: int = FREEZE_EVERY) -> None:
         """Move the events so far out of the garbage collector's sight.
@@ -382,18 +425,23 @@ class InspectorApp(App[int]):
         """Redraw for the cursor: the stream and timeline now, the other panes
         now or (``throttle``, while events stream in) at most SLOW_PANE_HZ."""
         now = time.monotonic()
-        if throttle and now - self._fast_at < 1.0 / self._stream_hz:
+        if throttle and now - self._fast_at < self._frame_gap():
             self._fast_pending = True
             return
         self._fast_at = now
         self._fast_pending = False
+        self._drew = True
         seq = self.cursor.seq
         sel = self._selected()
         self.token_view.update_view(seq, sel, scroll=scroll)
-        self.timeline_bar.sync()
+        if not (throttle and self._streaming):
+            # While events stream in, the timeline waits for the slow panes: a frame
+            # that redraws only the stream draws only the widgets under it
+            # (Textual renders every widget in the bounding box of what changed).
+            self.timeline_bar.sync()
         if self.lag_probe is not None:
             self.lag_probe(self.index.token(self.index.n - 1).t_us if self.index.n else 0)
-        if throttle and time.monotonic() - self._slow_at < 1.0 / SLOW_PANE_HZ:
+        if throttle and (self._streaming or time.monotonic() - self._slow_at < 1.0 / SLOW_PANE_HZ):
             self._slow_pending = True
             return
         self._sync_slow()
@@ -403,6 +451,7 @@ class InspectorApp(App[int]):
         self._slow_pending = False
         seq = self.cursor.seq
         sel = self._selected()
+        self.timeline_bar.sync()
         tree = self.tree_pane
         tree.set_cursor(seq)
         if sel >= 0 and not tree.has_focus:

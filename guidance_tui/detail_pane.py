@@ -200,10 +200,11 @@ class DetailPane(Widget):
             if bt.reason:
                 row.append((f" ({bt.reason})", muted))
             rows.append(row)
-        if tok.top:
-            name_w = max(6, min(16, max(cell_len(token_repr(a.bytes, 16)) for a in tok.top)))
+        top = idx.store.alternatives(tok.seq)
+        if top:
+            name_w = max(6, min(16, max(cell_len(token_repr(a.bytes, 16)) for a in top)))
             rows.append([(f" # {'top-k'.ljust(name_w)} {'p'.rjust(PROB_W + BAR_W + 1)}", muted)])
-            for rank, alt in enumerate(tok.top, 1):
+            for rank, alt in enumerate(top, 1):
                 chosen = alt.id == tok.id
                 row = [(f"{rank:>2} ", muted),
                        (set_cell_size(token_repr(alt.bytes, name_w), name_w), "bold" if chosen else ""),

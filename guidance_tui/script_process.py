@@ -74,7 +74,7 @@ class ScriptProcess:
         self.result: RunResult | None = None
         self.polled_elsewhere = False  # the app's timer calls poll(); run() only watches the process
         self._poll_lock = threading.Lock()
-        self._dec = FrameDecoder()
+        self._dec = FrameDecoder(alternatives=False)  # the app unpacks a token's top-k when it shows it
         self._fh = None
         self._buf = b""
         self._header_ok = False
@@ -194,6 +194,9 @@ class ScriptProcess:
             events, dropped, pos = self._dec.decode_frames(buf, 0, str(self.trace_path), max_events)
             self._buf = buf[len(buf) - dropped:] if dropped else buf[pos:]  # an incomplete frame waits
             self.store.extend_recorded(events)
+            if self._dec.packed:
+                self.store.add_packed(self._dec.packed)
+                self._dec.packed = []
             return len(events)
 
     def _outcome(self) -> RunResult:

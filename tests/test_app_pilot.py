@@ -366,3 +366,26 @@ async def test_a_live_run_on_a_machine_with_no_idle_core_is_drawn_less_often():
         assert app._stream_hz == app_module.STREAM_HZ_BUSY
         store.append(Metric(cpu=40.0, ram_used=1, ram_total=2))
         await wait_for(pilot, lambda: app._stream_hz == app_module.STREAM_HZ)
+
+
+@sync
+async def test_a_live_run_pouring_in_events_is_drawn_less_often_and_the_stream_frames_draw_only_the_stream():
+    from guidance_tui import app as app_module
+    from tracing.synthetic import synthetic_events
+
+    store = TraceStore()
+    app = InspectorApp(store, live=True, use_monitor=False)
+    events = [e for e in synthetic_events(20_000, seed=4) if type(e).__name__ != "Metric"]
+    async with app.run_test(size=SIZE) as pilot:
+        assert app._stream_hz == app_module.STREAM_HZ
+        timeline_syncs = []
+        real_sync = app.timeline_bar.sync
+        app.timeline_bar.sync = lambda: (timeline_syncs.append(app._drew), real_sync())
+        for i in range(0, len(events), 2_000):  # about 2k events a tick: far over FIREHOSE_EVENTS_S
+            store.extend(events[i:i + 2_000])
+            await pilot.pause(1 / app.tick_hz)
+        assert app._stream_hz == app_module.STREAM_HZ_FIREHOSE
+        # the timeline (a widget far from the stream) is synced on ticks that did not redraw the stream
+        assert timeline_syncs and not any(timeline_syncs)
+        await wait_for(pilot, lambda: app._stream_hz == app_module.STREAM_HZ)  # the flood is over
+        await wait_for(pilot, lambda: app.timeline_bar._key is not None and app.timeline_bar._key[1] == store.last_seq)

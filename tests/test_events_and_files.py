@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import math
 import struct
-from pathlib import Path
 import time
 from itertools import accumulate
+from pathlib import Path
 
 import msgspec
 import pytest
@@ -16,6 +16,7 @@ from tracing import (
     Token, TokenKind, TraceFormatError, TraceStore, TraceWriter, decode_trace, display_text, encode_trace,
     read_trace, write_trace,
 )
+from tracing.fileformat import FrameDecoder
 from tracing.synthetic import synthetic_events
 
 NAN = float("nan")
@@ -388,6 +389,33 @@ def test_a_block_holds_any_integers_and_any_number_of_alternatives():
     data = encode_trace(events)
     assert [payload(data, f)[0] for f in frames(data)] == [BLOCK_TAG]
     assert_same_events(decode_trace(data).events, events)
+
+
+@pytest.mark.parametrize("source", ["synthetic", "reintroduced ids"])
+def test_alternatives_left_packed_are_the_same_when_unpacked(source):
+    """A follower (the app) decodes without the top-k and unpacks a token's on demand."""
+    if source == "synthetic":
+        events = stamped(nan_events() + list(synthetic_events(1500, seed=9)))
+    else:  # id 7's bytes change between blocks: earlier tokens keep the bytes they were written with
+        events = stamped([Token(id=1, bytes=b"a", pos=i, top=[Alt(7, b"old", 0.5, i % 2 == 0), Alt(1, b"a", 0.25,
+                                                                                                False)])
+                          for i in range(600)] + [Token(id=7, bytes=b"new", pos=600, top=[Alt(7, b"new", 1.0, False)])])
+    data = encode_trace(events)
+    full = decode_trace(data).events
+    dec = FrameDecoder(alternatives=False)
+    got, dropped, _ = dec.decode_frames(data, HEADER_SIZE, "x")
+    assert dropped == 0 and len(got) == len(full)
+    store = TraceStore()
+    store.extend_recorded(got)
+    store.add_packed(dec.packed)
+    tokens = [e for e in got if isinstance(e, Token)]
+    assert any(e.top for e in full if isinstance(e, Token)) and not any(t.top for t in tokens)
+    for a, b in zip(full, got):
+        if isinstance(a, Token):
+            b = msgspec.structs.replace(b, top=store.alternatives(b.seq))
+        assert_same_event(a, b)
+    with_top = next(e.seq for e in full if isinstance(e, Token) and e.top)
+    assert store[with_top].top == store.alternatives(with_top)  # kept once unpacked
 
 
 # -- vocabulary -------------------------------------------------------------------------

@@ -24,6 +24,7 @@ Python work per token, only C-level unpacking and ``map`` over each block.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 from collections import deque
 import gc
@@ -190,6 +191,14 @@ def _block_layout(n: int, n_tok: int, m: int, codes: str) -> struct.Struct:
 
 
 _BLOCK_LAYOUTS: dict[tuple[int, int, int, str], struct.Struct] = {}
+
+
+def _in_block(n: int, index: list[int]) -> list[bool]:
+    """n flags, True at ``index``."""
+    flags = [False] * n
+    for i in index:
+        flags[i] = True
+    return flags
 # byte -> its 8 bits as booleans, least significant first
 _BITS8 = tuple(tuple(bool(b >> j & 1) for j in range(8)) for b in range(256))
 
@@ -225,12 +234,50 @@ def _mask_bits(k: int, flags: bytes) -> tuple[bool, ...]:
     return bits
 
 
-class FrameDecoder:
-    """Inverse of :class:`FrameEncoder`."""
+class PackedAlternatives:
+    """The top-k alternatives of one block's tokens, as the file has them.
 
-    def __init__(self) -> None:
+    A reader that only follows a run (the app) leaves them packed: building the
+    Alt objects was a third of decoding, and only the token under the cursor
+    ever shows them.  :meth:`of` unpacks one token's."""
+
+    __slots__ = ("seqs", "starts", "blob", "offset", "m", "id_code", "vocab")
+
+    def __init__(self, seqs: list[int], starts: list[int], blob: bytes, offset: int, m: int, id_code: str,
+                 vocab: dict[int, bytes]) -> None:
+        self.seqs = seqs  # the block's token seqs, ascending
+        self.starts = starts  # token j's alternatives are [starts[j], starts[j + 1])
+        self.blob, self.offset, self.m, self.id_code, self.vocab = blob, offset, m, id_code, vocab
+
+    def of(self, seq: int) -> list[Alt] | None:
+        """The alternatives of the token ``seq``; None when it is not in this block."""
+        j = bisect.bisect_left(self.seqs, seq)
+        if j == len(self.seqs) or self.seqs[j] != seq:
+            return None
+        a, b = self.starts[j], self.starts[j + 1]
+        if a == b:
+            return []
+        size = struct.calcsize(self.id_code)
+        ids = struct.unpack_from(f"<{b - a}{self.id_code}", self.blob, self.offset + a * size)
+        probs = struct.unpack_from(f"<{b - a}e", self.blob, self.offset + self.m * size + a * 2)
+        bits = self.blob[self.offset + self.m * (size + 2):]
+        masked = [bool(bits[i >> 3] >> (i & 7) & 1) for i in range(a, b)]
+        vocab = self.vocab
+        return [Alt(i, vocab.get(i, b""), p, k) for i, p, k in zip(ids, probs, masked)]
+
+
+class FrameDecoder:
+    """Inverse of :class:`FrameEncoder`.
+
+    ``alternatives=False``: tokens of format-2 blocks come without their top-k
+    (``top`` is an empty tuple); :attr:`packed` collects them, packed, for
+    ``TraceStore.add_packed`` and ``TraceStore.alternatives``."""
+
+    def __init__(self, *, alternatives: bool = True) -> None:
         self._dec = msgspec.msgpack.Decoder()
         self._ev_dec = msgspec.msgpack.Decoder(AnyEvent)
+        self.alternatives = alternatives
+        self.packed: list[PackedAlternatives] = []
         self.vocab: dict[int, bytes] = {}
         self._t = 0
         self._text_len = 0
@@ -322,7 +369,11 @@ class FrameDecoder:
         one by one."""
         _, n, m, codes, blob, vids, vdata, other_index, others = frame
         vocab = self.vocab
+        lazy = not self.alternatives
         if vids:
+            if lazy and not vocab.keys().isdisjoint(vids):
+                # an id's bytes change: packed alternatives keep the table they were written with
+                self.vocab = vocab = dict(vocab)
             vocab.update(zip(vids, vdata))
         n_tok = n - len(other_index)
         if n <= 0 or n_tok < 0 or len(codes) != _N_INT_COLS or len(others) != len(other_index):
@@ -330,7 +381,12 @@ class FrameDecoder:
         layout = _block_layout(n, n_tok, m, codes)
         if len(blob) != layout.size + (m + 7) // 8:
             raise ValueError("bad block")
-        v = layout.unpack_from(blob)
+        if lazy:  # everything but the alternatives' ids and probabilities
+            head = _block_layout(n, n_tok, 0, codes)
+            alt_at = head.size
+            v = head.unpack_from(blob)
+        else:
+            v = layout.unpack_from(blob)
         ts = list(accumulate(v[:n], initial=t))
         del ts[0]
         events: list = []
@@ -347,11 +403,18 @@ class FrameDecoder:
             starts = list(accumulate(ks, initial=0))
             if starts[-1] != m or min(kinds) < 0 or max(kinds) >= len(_KINDS):
                 raise ValueError("bad block")
-            masked = chain.from_iterable(map(_BITS8.__getitem__, blob[layout.size:]))
-            alts = list(map(Alt, alt_ids, map(vocab.__getitem__, alt_ids), alt_probs, masked))
-            tops = list(map(alts.__getitem__, map(slice, starts, starts[1:])))
+            if lazy:
+                tops = repeat(())
+            else:
+                masked = chain.from_iterable(map(_BITS8.__getitem__, blob[layout.size:]))
+                alts = list(map(Alt, alt_ids, map(vocab.__getitem__, alt_ids), alt_probs, masked))
+                tops = list(map(alts.__getitem__, map(slice, starts, starts[1:])))
             events = list(map(Token, ids, data, nodes, pos, map(_KINDS.__getitem__, kinds), probs, probs_raw,
                               tops, lats, masks, allowed))
+            if lazy and m:
+                seqs = list(compress(count(seq), map(not_, _in_block(n, other_index)))) if other_index else list(
+                    range(seq, seq + n))
+                self.packed.append(PackedAlternatives(seqs, starts, blob, alt_at, m, codes[9], vocab))
         if other_index:
             if other_index[-1] >= n or any(map(ge, other_index, other_index[1:])):
                 raise ValueError("bad block")

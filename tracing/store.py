@@ -168,6 +168,8 @@ class TraceStore:
         self._saved: _Saved = {}
         self._built = _Builder(saved=self._saved, record=True)
         self._built_upto = -1
+        self._packed: list = []  # PackedAlternatives of tokens read without their top-k, by first seq
+        self._packed_first: list[int] = []
         self._load(events)
 
     def _load(self, events: Iterable[AnyEvent]) -> None:
@@ -205,6 +207,12 @@ class TraceStore:
         """Add events decoded from a trace, keeping their timestamps, under one lock."""
         self._load(events)
 
+    def add_packed(self, packed: list) -> None:
+        """Alternatives of tokens added without them (``FrameDecoder(alternatives=False)``)."""
+        for p in packed:
+            self._packed.append(p)
+            self._packed_first.append(p.seqs[0])
+
     # -- consumers -----------------------------------------------------
     def __len__(self) -> int:
         return len(self._events)
@@ -215,6 +223,19 @@ class TraceStore:
 
     def __getitem__(self, seq: int) -> AnyEvent:
         return self._events[seq]
+
+    def alternatives(self, seq: int) -> list:
+        """The top-k alternatives of the token ``seq``, unpacked on first use if
+        it was read without them (the token keeps them from then on)."""
+        tok = self._events[seq]
+        if tok.top or not self._packed:
+            return tok.top
+        i = bisect.bisect_right(self._packed_first, seq) - 1
+        alts = self._packed[i].of(seq) if i >= 0 else None
+        if alts is None:
+            return tok.top
+        tok.top = alts
+        return alts
 
     def since(self, seq: int, limit: int | None = None) -> list[AnyEvent]:
         """Events with seq > ``seq``, oldest first, at most ``limit`` of them."""
