@@ -162,7 +162,7 @@ def bench_size(n: int) -> None:
     vocab = len(decode_trace(data).vocab)
     print(f"realistic: Zipf over 4,000 ids, {vocab:,} distinct in the file; "
           f"{len(with_top) / len(tokens):.0%} of tokens sampled with top-5, the rest forced")
-    print(f"  a token with top-5 (its frame + the vocabulary frames it introduces): {per_top:.1f} B")
+    print(f"  a token with top-5 (its share of a block, with the vocabulary it introduces): {per_top:.1f} B")
     print(f"  all tokens (sampled and forced) with their vocabulary: {per_mix:.1f} B/token")
     print(f"  the whole file per token (also metrics at 4 Hz for ~50 tok/s, nodes, captures): {per_file:.1f} B")
     js = [len(guidance_style_json(t)) for t in with_top]
@@ -173,7 +173,7 @@ def bench_size(n: int) -> None:
     syn = stamped(synthetic_events(n))
     syn_tokens = [e for e in syn if isinstance(e, Token)]
     syn_top = [e for e in syn_tokens if e.top]
-    print(f"synthetic_events (ids log-uniform over all {VOCAB_SPACE:,}, so most tokens bring a vocabulary frame): "
+    print(f"synthetic_events (ids log-uniform over all {VOCAB_SPACE:,}, so most tokens bring a vocabulary entry): "
           f"{(len(encode_trace(syn_top)) - len(encode_trace([]))) / len(syn_top):.1f} B per token with top-5, "
           f"whole file {len(encode_trace(syn)) / len(syn_tokens):.1f} B/token")
     print(f"{verdict(per_top <= 64)} bytes per token with top-5 {per_top:.1f} <= 64 (realistic)")

@@ -299,9 +299,12 @@ class InspectorApp(App[int]):
         # The tree rebuilds its line list when nodes are added: while events
         # stream in, feed it in batches a few times a second.
         tree_period = 0.25 if len(self.tree_pane.trace.by_id) < 1000 else 1.0 / TREE_HZ  # big trees rebuild slower
+        slow_period = 1.0 / SLOW_PANE_HZ
+        if self._firehose:  # every frame of these costs a whole screen: fewer while the flood lasts
+            tree_period, slow_period = 2 * tree_period, 2 * slow_period
         if self._structural and quiet and now - self._tree_at >= tree_period:
             self._feed_tree(now)
-        if self._slow_pending and quiet and now - self._slow_at >= 1.0 / SLOW_PANE_HZ:
+        if self._slow_pending and quiet and now - self._slow_at >= slow_period:
             self._sync_slow()
         if self._monitor is not None:
             self.resource_bar.set_cursor(cur.seq)

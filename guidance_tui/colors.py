@@ -93,6 +93,7 @@ class Palette:
         self.cursor = Style(color=colors.accent.hex, bgcolor=bg.hex, bold=True)
         self.base = Style(color=self.fg, bgcolor=bg.hex)
         self._styles: dict[tuple, Style] = {}
+        self._plain: dict[tuple, Style] = {}
 
     # -- classification ------------------------------------------------
     def prob_bucket(self, p: float) -> int:
@@ -140,6 +141,13 @@ class Palette:
         st = self._styles.get(key)
         if st is None:
             st = self._styles[key] = self._make(*key)
+        return st
+
+    def plain_style(self, bg: str | None, kind: int, underline: bool) -> Style:
+        """``token_style(bg, kind, underline=underline)``, with a lookup of its own (the hot path)."""
+        st = self._plain.get((bg, kind, underline))
+        if st is None:
+            st = self._plain[(bg, kind, underline)] = self.token_style(bg, kind, underline=underline)
         return st
 
     def _make(self, bg, kind, underline, struck, selected, faded, part) -> Style:

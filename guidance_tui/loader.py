@@ -25,7 +25,7 @@ class TraceLoader:
         self._data = read_bytes(path)
         self.version = check_header(self._data, str(path))
         self.store = store if store is not None else TraceStore()
-        self._dec = FrameDecoder()
+        self._dec = FrameDecoder(alternatives=False)  # a token's top-k is unpacked when it is shown
         self._pos = HEADER.size
         self.dropped_bytes = 0  # an incomplete last frame (the writer was stopped mid-frame)
         self.error: TraceFormatError | None = None
@@ -46,6 +46,9 @@ class TraceLoader:
         except TraceFormatError as e:
             self._fail(e)
             return True
+        if self._dec.packed:  # first: the app may ask for a token's alternatives as soon as it is in
+            self.store.add_packed(self._dec.packed)
+            self._dec.packed = []
         self.store.extend_recorded(events)
         if dropped:
             self.dropped_bytes = dropped

@@ -68,6 +68,7 @@ class TokenIndex:
         self.prob: list[float] = []
         self.latency: list[int] = []
         self.nbytes: list[int] = []
+        self.data: list[bytes] = []  # token i's bytes (shared with its event: a pointer each)
         self.cum_width = [0]  # cells before token i, for plain tokens
         self.cum_gen = [0]
         self.cum_forced = [0]
@@ -121,6 +122,7 @@ class TokenIndex:
         self.kind.extend(kinds)
         self.prob.extend(map(_prob, toks))
         self.latency.extend(lats)
+        self.data.extend(bl)
         widths = list(map(len, bl))
         self.nbytes.extend(widths)
         self.cum_width.extend(_running(widths, self.cum_width[-1]))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass
+from itertools import repeat
 
 from rich.segment import Segment
 from rich.style import Style
@@ -228,17 +229,12 @@ class TokenView(ScrollView, can_focus=True):
         """What line ``line`` looks like depends on: these, and nothing else."""
         idx = self.index
         t0, u0, t1, u1 = span = self.layout_.line_span(line)
-        last = t1 if u1 > 0 else t1 - 1
-        seqs = idx.seqs
-        removed_at = idx.removed_at
-        final = -1
-        sel = -1
-        for t in range(t0, min(last, idx.n - 1) + 1):
-            s = seqs[t]
-            r = removed_at.get(t, -1)
-            final = max(final, s, r)
-            if t == self.selected:
-                sel = t
+        last = min(t1 if u1 > 0 else t1 - 1, idx.n - 1)
+        # the last event that changes the line: its last token's arrival, or a backtrack taking one back
+        final = idx.seqs[last] if last >= t0 else -1
+        if idx.removed_at and last >= t0:
+            final = max(final, *map(idx.removed_at.get, range(t0, last + 1), repeat(-1)))
+        sel = self.selected if t0 <= self.selected <= last else -1
         cursor = min(self.seq, final)
         caret = self.seq if self._caret_line() == line else -1
         return (line, self.layout_.width, self._style_gen, cursor, sel, caret, t0, u0, t1, u1), span
@@ -259,51 +255,56 @@ class TokenView(ScrollView, can_focus=True):
         # (styles are cached, so "equal" is "the same object").
         texts: list[str] = []
         styles: list[Style] = []
-
-        def add(text: str, style: Style) -> None:
-            if styles and styles[-1] is style:
-                texts[-1] += text
-            else:
-                texts.append(text)
-                styles.append(style)
-
         seq = self.seq
         hide = opts.hide_backtracked
         removed_at = idx.removed_at
         metric, umetric = opts.color_metric, opts.underline_metric
         median = idx.median_latency() if "latency" in (metric, umetric) else 0.0
         hl = self.highlight
-        store = idx.store
-        seqs = idx.seqs
+        seqs, kinds, probs, lats, data = idx.seqs, idx.kind, idx.prob, idx.latency, idx.data
         ws = opts.show_whitespace
-        token_style = pal.token_style
+        selected = self.selected
+        background, underlined, token_style = pal.background, pal.underlined, pal.token_style
+        plain = pal.plain_style  # the common case: a whole token, nothing struck, selected or faded
         for t in range(t0, last + 1):
-            r = removed_at.get(t, NEVER)
-            struck = r <= seq
+            struck = removed_at.get(t, NEVER) <= seq if removed_at else False
             if struck and hide:
                 continue
-            tok = store[seqs[t]]
             if t == t0 and u0 == 0 and t in idx.labels:
-                add(label_text(idx.labels[t]), pal.label)
-                add(" " * LABEL_PAD, pal.base)
-            g = glyphs(tok.bytes)
+                texts.append(label_text(idx.labels[t]))
+                styles.append(pal.label)
+                texts.append(" " * LABEL_PAD)
+                styles.append(pal.base)
+            g = glyphs(data[t])
             a0 = u0 if t == t0 else 0
             a1 = u1 if t == t1 else len(g.plain)
-            kind = int(tok.kind)
-            bg = pal.background(metric, kind, tok.prob, tok.latency_us, median)
-            ul = pal.underlined(umetric, kind, tok.prob, tok.latency_us, median)
-            faded = hl is not None and not (hl[0] <= seqs[t] <= hl[1])
+            kind = kinds[t]
+            p, lat = probs[t], lats[t]
+            bg = background(metric, kind, p, lat, median)
+            ul = underlined(umetric, kind, p, lat, median)
             text = g.visible if ws else g.plain
-            sel = t == self.selected
+            sel = t == selected
+            faded = hl is not None and not (hl[0] <= seqs[t] <= hl[1])
             if not ws and g.plain_runs:
                 # one run: blanks need no style of their own when whitespace is not shown
-                add(text[a0:a1], token_style(bg, kind, underline=ul, struck=struck, selected=sel, faded=faded))
+                st = (plain(bg, kind, ul) if not (struck or sel or faded)
+                      else token_style(bg, kind, underline=ul, struck=struck, selected=sel, faded=faded))
+                if styles and styles[-1] is st:
+                    texts[-1] += text[a0:a1]
+                else:
+                    texts.append(text[a0:a1])
+                    styles.append(st)
                 continue
             for a, b, part in g.runs(a0, a1):
-                add(text[a:b], token_style(bg, kind, underline=ul, struck=struck, selected=sel, faded=faded,
-                                           part=part))
+                st = token_style(bg, kind, underline=ul, struck=struck, selected=sel, faded=faded, part=part)
+                if styles and styles[-1] is st:
+                    texts[-1] += text[a:b]
+                else:
+                    texts.append(text[a:b])
+                    styles.append(st)
         if self._caret_line() == line and not self._run_finished_at_cursor():
-            add("▏", pal.cursor)
+            texts.append("▏")
+            styles.append(pal.cursor)
         strip = Strip([Segment(text, style) for text, style in zip(texts, styles) if text])
         strip = strip.extend_cell_length(width, pal.base)
         return strip.crop(0, width) if strip.cell_length > width else strip

@@ -389,3 +389,29 @@ async def test_a_live_run_pouring_in_events_is_drawn_less_often_and_the_stream_f
         assert timeline_syncs and not any(timeline_syncs)
         await wait_for(pilot, lambda: app._stream_hz == app_module.STREAM_HZ)  # the flood is over
         await wait_for(pilot, lambda: app.timeline_bar._key is not None and app.timeline_bar._key[1] == store.last_seq)
+
+
+@sync
+async def test_a_replayed_file_shows_a_tokens_top_k_read_on_demand(tmp_path):
+    """The loader leaves the alternatives packed; the detail pane unpacks those of the token it shows."""
+    from guidance_tui.loader import TraceLoader
+    from tracing import Token, write_trace
+
+    source = synthetic_store(600)
+    path = tmp_path / "run.gtt"
+    write_trace(path, source.events())
+    tok = next(e for e in source.events() if isinstance(e, Token) and len(e.top) == 5 and any(a.masked for a in e.top))
+    loader = TraceLoader(path)
+    loader.load(100)
+    app = InspectorApp(loader.store, loader=loader)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.loader is None)
+        assert app.store[tok.seq].top == ()  # still packed
+        app.cursor.seek(tok.seq)
+        app._moved(True)
+        await wait_for(pilot, lambda: app.detail_pane.shown_token == app.index.token_at(tok.seq))
+        text = app.detail_pane.plain_text()
+        assert "top-k" in text and "masked" in text and text.count("\n") >= 5
+        got = app.store[tok.seq].top  # kept, as the file has them (probabilities in float16)
+        assert [(a.id, a.bytes, a.masked) for a in got] == [(a.id, a.bytes, a.masked) for a in tok.top]
+        assert all(abs(a.prob - b.prob) <= 1e-3 for a, b in zip(got, tok.top))
