@@ -10,11 +10,12 @@ between them.  Printed against the targets of issue #4:
   byte (a producer that costs nothing): >= 50k tokens/s;
 * live: a producer script runs exactly as under ``guidance-tui run`` (its own
   process, recording its trace), alone and with a headless app following it,
-  interleaved (alone, app, alone, app, alone); the producer times itself.
-  Display lag <= 100 ms (append in the producer to the frame that shows it),
-  producer slowed by < 2 %.  A control runs the producer beside another
-  process that only burns the app's CPU share: on a 2-core machine part of
-  any slowdown is the neighbour's CPU use as such, whoever the neighbour is.
+  interleaved (alone, app, alone, ..., alone: 4 and 3); the producer times
+  itself.  Display lag <= 100 ms (append in the producer of the newest token
+  a frame shows, to that frame), producer slowed by < 2 %.  A control runs
+  the producer beside another process that only burns the app's CPU share:
+  on a 2-core machine part of any slowdown is the neighbour's CPU use as
+  such, whoever the neighbour is.
   Modes: a full-speed synthetic producer, a model-like one, and the real
   embedded model;
 * replay of a 100k-token trace: first frame <= 1 s (in-process, and from the
@@ -156,8 +157,8 @@ def part_live_app(n_tokens: int, native_rounds: int, mode: str, path: str) -> di
             if said is None:
                 return
             t0_ns[0] = int(said)
-        if newest_t_us > 0:
-            oldest_t_us = app.index.token(shown[0]).t_us if shown[0] < app.index.n else newest_t_us
+        if newest_t_us > 0 and shown[0] < app.index.n:  # a frame that shows new tokens (not the run's end)
+            oldest_t_us = app.index.token(shown[0]).t_us
             shown[0] = app.index.n
 
             def drawn() -> None:
