@@ -245,6 +245,36 @@ def test_garbage_between_frames_is_a_one_line_format_error():
     assert "corrupt frame length" in one_line_error(e)
 
 
+@pytest.mark.parametrize("fmt", [1, 2])
+def test_damaged_bytes_anywhere_are_a_format_error_or_still_decode(fmt):
+    """Random bytes overwritten: every reader either raises TraceFormatError or
+    gets events the store, the state and the alternatives can use."""
+    import random
+
+    if fmt == 1:
+        data = (Path(__file__).parent / "data" / "format1.gtt").read_bytes()
+    else:
+        data = encode_trace(stamped(nan_events() + list(synthetic_events(300, seed=1))))
+    rng = random.Random(fmt)
+    for _ in range(300):
+        damaged = bytearray(data)
+        for _ in range(rng.randint(1, 4)):
+            damaged[rng.randrange(HEADER_SIZE, len(damaged))] = rng.randrange(256)
+        for alternatives in (True, False):
+            dec = FrameDecoder(alternatives=alternatives)
+            try:
+                events, _, _ = dec.decode_frames(bytes(damaged), HEADER_SIZE, "x")
+            except TraceFormatError:
+                continue
+            store = TraceStore()
+            store.add_packed(dec.packed)
+            store.extend_recorded(events)
+            for ev in events:
+                if isinstance(ev, Token):
+                    store.alternatives(ev.seq)
+            store.text_bytes(store.state_at(store.last_seq))
+
+
 @pytest.mark.parametrize("frame", [
     [7, 0],  # unknown frame tag
     [1, 0, 1, 0, 0, 0, b"\x01\x00\x63\x00\x00\x00\x00\x00" + b"\x00" * 8],  # token of an id never introduced

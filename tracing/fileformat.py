@@ -342,6 +342,8 @@ class FrameDecoder:
                     append(ev)
                     seq += 1
                 elif tag == VOCAB:
+                    if type(frame[2]) is not bytes:
+                        raise TypeError("token bytes that are not bytes")
                     vocab[frame[1]] = frame[2]
                 elif tag == EVENT:
                     t += frame[1]
@@ -370,6 +372,8 @@ class FrameDecoder:
         _, n, m, codes, blob, vids, vdata, other_index, others = frame
         vocab = self.vocab
         lazy = not self.alternatives
+        if not (0 < n <= 1 << 20 and 0 <= m <= len(blob)) or not all(map(isinstance, vdata, repeat(bytes))):
+            raise ValueError("bad block")
         if vids:
             if lazy and not vocab.keys().isdisjoint(vids):
                 # an id's bytes change: packed alternatives keep the table they were written with
