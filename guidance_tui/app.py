@@ -300,7 +300,7 @@ class InspectorApp(App[int]):
         # stream in, feed it in batches a few times a second.
         tree_period = 0.25 if len(self.tree_pane.trace.by_id) < 1000 else 1.0 / TREE_HZ  # big trees rebuild slower
         slow_period = 1.0 / SLOW_PANE_HZ
-        if self._firehose:  # every frame of these costs a whole screen: fewer while the flood lasts
+        if self._firehose or self._busy:  # each such frame redraws the whole screen: fewer of them
             tree_period, slow_period = 2 * tree_period, 2 * slow_period
         if self._structural and quiet and now - self._tree_at >= tree_period:
             self._feed_tree(now)
