@@ -136,7 +136,6 @@ class InspectorApp(App[int]):
         self._slow_at = 0.0
         self._slow_pending = False
         self._fast_at = 0.0
-        self._stream_hz = STREAM_HZ
         self._frozen_at = 0
         self._tab_at = 0.0
         self._fast_pending = False
@@ -355,7 +354,10 @@ class InspectorApp(App[int]):
                 self._busy = True
             elif cpu < IDLE_CPU:
                 self._busy = False
-        self._stream_hz = STREAM_HZ_BUSY if self._busy else STREAM_HZ_FIREHOSE if self._firehose else STREAM_HZ
+
+    @property
+    def _stream_hz(self) -> float:
+        return STREAM_HZ_BUSY if self._busy else STREAM_HZ_FIREHOSE if self._firehose else STREAM_HZ
 
     def _frame_gap(self) -> float:
         """Seconds between stream frames; less a little slack, as frames land on
@@ -370,10 +372,7 @@ class InspectorApp(App[int]):
         self._rate_at = now
         if dt > 0 and n_events / dt >= FIREHOSE_EVENTS_S:
             self._firehose_until = now + 1.0  # and for a second after: a pause between bursts is no end
-        firehose = now < self._firehose_until
-        if firehose != self._firehose:
-            self._firehose = firehose
-            self._pace_to_machine([])
+        self._firehose = now < self._firehose_until
 
     def _freeze_if_grown(self, last_seq: int, every: int = FREEZE_EVERY) -> None:
         """Move the events so far out of the garbage collector's sight.
