@@ -12,7 +12,7 @@ from _app_support import sync
 
 from guidance_tui.app import InspectorApp
 from guidance_tui.script_process import ScriptProcess
-from tracing import Message, Metric, RunEnd, RunStart, Token, read_trace
+from tracing import Message, Metric, RunEnd, RunStart, Token, TokenKind, read_trace
 
 
 def script(tmp_path, body: str, name: str = "s.py"):
@@ -196,3 +196,11 @@ def test_a_model_script_streams_tokens_through_the_file(tmp_path):
     assert len(tokens) >= 6
     assert any(0 < n < len(tokens) for n in seen_while_running)  # streamed, not delivered at the end
     assert any(isinstance(e, Metric) for e in run.store.since(-1))  # the child's monitor, from the start
+    # the follower left the top-k packed; asked for, a generated token's are the recorded ones
+    generated = [t for t in tokens if t.kind == TokenKind.GENERATED]
+    assert generated and not any(t.top for t in generated)
+    recorded = {e.seq: e for e in read_trace(tmp_path / "t.gtt").events}
+    for t in generated:
+        top = run.store.alternatives(t.seq)
+        assert len(top) == 5 and [(a.id, a.bytes, a.masked) for a in top] == [
+            (a.id, a.bytes, a.masked) for a in recorded[t.seq].top]
