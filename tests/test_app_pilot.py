@@ -375,14 +375,15 @@ async def test_a_live_run_pouring_in_events_is_drawn_less_often_and_the_stream_f
 
     store = TraceStore()
     app = InspectorApp(store, live=True, use_monitor=False)
-    events = [e for e in synthetic_events(20_000, seed=4) if type(e).__name__ != "Metric"]
+    events = [e for e in synthetic_events(100_000, seed=4) if type(e).__name__ != "Metric"]
     async with app.run_test(size=SIZE) as pilot:
         assert app._stream_hz == app_module.STREAM_HZ
         timeline_syncs = []
         real_sync = app.timeline_bar.sync
         app.timeline_bar.sync = lambda: (timeline_syncs.append(app._drew), real_sync())
-        for i in range(0, len(events), 2_000):  # about 2k events a tick: far over FIREHOSE_EVENTS_S
-            store.extend(events[i:i + 2_000])
+        # 4k events a tick, for about a second: far over FIREHOSE_EVENTS_S even on a slow machine
+        for i in range(0, len(events), 4_000):
+            store.extend(events[i:i + 4_000])
             await pilot.pause(1 / app.tick_hz)
         assert app._stream_hz == app_module.STREAM_HZ_FIREHOSE
         # the timeline (a widget far from the stream) is synced on ticks that did not redraw the stream
