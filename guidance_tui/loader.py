@@ -46,10 +46,7 @@ class TraceLoader:
         except TraceFormatError as e:
             self._fail(e)
             return True
-        if self._dec.packed:  # first: the app may ask for a token's alternatives as soon as it is in
-            self.store.add_packed(self._dec.packed)
-            self._dec.packed = []
-        self.store.extend_recorded(events)
+        self.store.extend_recorded(events, self._dec.take_packed())
         if dropped:
             self.dropped_bytes = dropped
         if self._pos >= len(self._data):

@@ -193,10 +193,7 @@ class ScriptProcess:
                 return 0
             events, dropped, pos = self._dec.decode_frames(buf, 0, str(self.trace_path), max_events)
             self._buf = buf[len(buf) - dropped:] if dropped else buf[pos:]  # an incomplete frame waits
-            if self._dec.packed:  # first: the app may ask for a token's alternatives as soon as it is in
-                self.store.add_packed(self._dec.packed)
-                self._dec.packed = []
-            self.store.extend_recorded(events)
+            self.store.extend_recorded(events, self._dec.take_packed())
             return len(events)
 
     def _outcome(self) -> RunResult:

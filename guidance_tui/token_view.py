@@ -255,6 +255,14 @@ class TokenView(ScrollView, can_focus=True):
         # (styles are cached, so "equal" is "the same object").
         texts: list[str] = []
         styles: list[Style] = []
+
+        def add(text: str, style: Style) -> None:
+            if styles and styles[-1] is style:
+                texts[-1] += text
+            else:
+                texts.append(text)
+                styles.append(style)
+
         seq = self.seq
         hide = opts.hide_backtracked
         removed_at = idx.removed_at
@@ -271,10 +279,8 @@ class TokenView(ScrollView, can_focus=True):
             if struck and hide:
                 continue
             if t == t0 and u0 == 0 and t in idx.labels:
-                texts.append(label_text(idx.labels[t]))
-                styles.append(pal.label)
-                texts.append(" " * LABEL_PAD)
-                styles.append(pal.base)
+                add(label_text(idx.labels[t]), pal.label)
+                add(" " * LABEL_PAD, pal.base)
             g = glyphs(data[t])
             a0 = u0 if t == t0 else 0
             a1 = u1 if t == t1 else len(g.plain)
@@ -287,24 +293,14 @@ class TokenView(ScrollView, can_focus=True):
             faded = hl is not None and not (hl[0] <= seqs[t] <= hl[1])
             if not ws and g.plain_runs:
                 # one run: blanks need no style of their own when whitespace is not shown
-                st = (plain(bg, kind, ul) if not (struck or sel or faded)
-                      else token_style(bg, kind, underline=ul, struck=struck, selected=sel, faded=faded))
-                if styles and styles[-1] is st:
-                    texts[-1] += text[a0:a1]
-                else:
-                    texts.append(text[a0:a1])
-                    styles.append(st)
+                add(text[a0:a1], plain(bg, kind, ul) if not (struck or sel or faded)
+                    else token_style(bg, kind, underline=ul, struck=struck, selected=sel, faded=faded))
                 continue
             for a, b, part in g.runs(a0, a1):
-                st = token_style(bg, kind, underline=ul, struck=struck, selected=sel, faded=faded, part=part)
-                if styles and styles[-1] is st:
-                    texts[-1] += text[a:b]
-                else:
-                    texts.append(text[a:b])
-                    styles.append(st)
+                add(text[a:b], token_style(bg, kind, underline=ul, struck=struck, selected=sel, faded=faded,
+                                           part=part))
         if self._caret_line() == line and not self._run_finished_at_cursor():
-            texts.append("▏")
-            styles.append(pal.cursor)
+            add("▏", pal.cursor)
         strip = Strip([Segment(text, style) for text, style in zip(texts, styles) if text])
         strip = strip.extend_cell_length(width, pal.base)
         return strip.crop(0, width) if strip.cell_length > width else strip

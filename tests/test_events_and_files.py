@@ -267,8 +267,7 @@ def test_damaged_bytes_anywhere_are_a_format_error_or_still_decode(fmt):
             except TraceFormatError:
                 continue
             store = TraceStore()
-            store.add_packed(dec.packed)
-            store.extend_recorded(events)
+            store.extend_recorded(events, dec.take_packed())
             for ev in events:
                 if isinstance(ev, Token):
                     store.alternatives(ev.seq)
@@ -436,8 +435,7 @@ def test_alternatives_left_packed_are_the_same_when_unpacked(source):
     got, dropped, _ = dec.decode_frames(data, HEADER_SIZE, "x")
     assert dropped == 0 and len(got) == len(full)
     store = TraceStore()
-    store.extend_recorded(got)
-    store.add_packed(dec.packed)
+    store.extend_recorded(got, dec.take_packed())
     tokens = [e for e in got if isinstance(e, Token)]
     assert any(e.top for e in full if isinstance(e, Token)) and not any(t.top for t in tokens)
     for a, b in zip(full, got):

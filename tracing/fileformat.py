@@ -26,11 +26,11 @@ from __future__ import annotations
 
 import bisect
 import contextlib
-from collections import deque
 import gc
 import os
 import struct
 import threading
+from collections import deque
 from dataclasses import dataclass
 from itertools import accumulate, chain, compress, count, filterfalse, repeat
 from operator import add, attrgetter, ge, is_, not_, sub
@@ -157,7 +157,7 @@ class FrameEncoder:
 _T_US, _ID, _BYTES, _POS, _TOP = (attrgetter(a) for a in ("t_us", "id", "bytes", "pos", "top"))
 _NODE, _LATENCY, _MASK, _ALLOWED, _KIND = (attrgetter(a) for a in ("node_id", "latency_us", "mask_us", "allowed",
                                                                       "kind"))
-_PROB, _PROB_RAW, _MASKED = attrgetter("prob"), attrgetter("prob_raw"), attrgetter("masked")
+_PROB, _PROB_RAW, _MASKED, _SEQ = (attrgetter(a) for a in ("prob", "prob_raw", "masked", "seq"))
 # struct codes for an integer column, narrowest first, with the range each holds
 _INT_CODES = (("B", 0, 0xFF), ("b", -0x80, 0x7F), ("H", 0, 0xFFFF), ("h", -0x8000, 0x7FFF),
               ("I", 0, 0xFFFFFFFF), ("i", -0x80000000, 0x7FFFFFFF), ("q", -1 << 63, (1 << 63) - 1))
@@ -191,18 +191,14 @@ def _block_layout(n: int, n_tok: int, m: int, codes: str) -> struct.Struct:
 _BLOCK_LAYOUTS: dict[tuple[int, int, int, str], struct.Struct] = {}
 
 
-def _in_block(n: int, index: list[int]) -> list[bool]:
-    """n flags, True at ``index``."""
-    flags = [False] * n
-    for i in index:
-        flags[i] = True
-    return flags
 # byte -> its 8 bits as booleans, least significant first
 _BITS8 = tuple(tuple(bool(b >> j & 1) for j in range(8)) for b in range(256))
 
 
 _KINDS = tuple(TokenKind)
 _DECODE_ERRORS = (msgspec.DecodeError, KeyError, ValueError, TypeError, IndexError, struct.error)
+
+
 class PackedAlternatives:
     """The top-k alternatives of one block's tokens, as the file has them.
 
@@ -240,7 +236,7 @@ class FrameDecoder:
 
     ``alternatives=False``: tokens of format-2 blocks come without their top-k
     (``top`` is an empty tuple); :attr:`packed` collects them, packed, for
-    ``TraceStore.add_packed`` and ``TraceStore.alternatives``."""
+    ``TraceStore.extend_recorded`` and ``TraceStore.alternatives``."""
 
     def __init__(self, *, alternatives: bool = True) -> None:
         self._dec = msgspec.msgpack.Decoder()
@@ -257,9 +253,9 @@ class FrameDecoder:
         """Complete frames from ``pos`` on, up to ``max_events`` events:
         (events, bytes of an incomplete last frame, position reached).
 
-        The same as calling :meth:`decode` frame by frame, with the loop state
-        kept in locals: reading a long trace is dominated by this loop.  Seqs
-        continue across calls, so a file can be decoded in chunks.
+        The loop state is kept in locals: reading a long trace is dominated by
+        this loop.  Seqs continue across calls, so a file can be decoded in
+        chunks.
         """
         raw = self._dec.decode
         ev_dec = self._ev_dec.decode
@@ -332,6 +328,11 @@ class FrameDecoder:
         self._t, self._text_len, self._seq = t, text_len, seq
         return events, dropped, pos if not dropped else end
 
+    def take_packed(self) -> list[PackedAlternatives]:
+        """The packed alternatives decoded since the last call."""
+        packed, self.packed = self.packed, []
+        return packed
+
     def _block(self, frame: list, seq: int, t: int, text_len: int) -> tuple[list[AnyEvent], int, int]:
         """The events of one BLOCK frame, and the time and text length after them.
 
@@ -341,16 +342,16 @@ class FrameDecoder:
         _, n, m, codes, blob, vids, vdata, other_index, others = frame
         vocab = self.vocab
         lazy = not self.alternatives
-        if not (0 < n <= 1 << 20 and 0 <= m <= len(blob)) or not all(map(isinstance, vdata, repeat(bytes))):
+        n_tok = n - len(other_index)
+        if (not (0 < n <= 1 << 20 and 0 <= n_tok and 0 <= m <= len(blob)) or (m and not n_tok)
+                or len(codes) != _N_INT_COLS
+                or len(others) != len(other_index) or not all(map(isinstance, vdata, repeat(bytes)))):
             raise ValueError("bad block")
         if vids:
             if lazy and not vocab.keys().isdisjoint(vids):
                 # an id's bytes change: packed alternatives keep the table they were written with
                 self.vocab = vocab = dict(vocab)
             vocab.update(zip(vids, vdata))
-        n_tok = n - len(other_index)
-        if n <= 0 or n_tok < 0 or len(codes) != _N_INT_COLS or len(others) != len(other_index):
-            raise ValueError("bad block")
         layout = _block_layout(n, n_tok, m, codes)
         if len(blob) != layout.size + (m + 7) // 8:
             raise ValueError("bad block")
@@ -362,7 +363,7 @@ class FrameDecoder:
             v = layout.unpack_from(blob)
         ts = list(accumulate(v[:n], initial=t))
         del ts[0]
-        events: list = []
+        toks: list = []
         if n_tok:
             nodes, pos_deltas, lats, masks, ids, allowed, kinds, ks = (v[n + i * n_tok:n + (i + 1) * n_tok]
                                                                         for i in range(8))
@@ -382,20 +383,20 @@ class FrameDecoder:
                 masked = chain.from_iterable(map(_BITS8.__getitem__, blob[layout.size:]))
                 alts = list(map(Alt, alt_ids, map(vocab.__getitem__, alt_ids), alt_probs, masked))
                 tops = list(map(alts.__getitem__, map(slice, starts, starts[1:])))
-            events = list(map(Token, ids, data, nodes, pos, map(_KINDS.__getitem__, kinds), probs, probs_raw,
-                              tops, lats, masks, allowed))
-            if lazy and m:
-                seqs = list(compress(count(seq), map(not_, _in_block(n, other_index)))) if other_index else list(
-                    range(seq, seq + n))
-                self.packed.append(PackedAlternatives(seqs, starts, blob, alt_at, m, codes[9], vocab))
+            toks = list(map(Token, ids, data, nodes, pos, map(_KINDS.__getitem__, kinds), probs, probs_raw,
+                            tops, lats, masks, allowed))
+        events = toks
         if other_index:
             if other_index[-1] >= n or any(map(ge, other_index, other_index[1:])):
                 raise ValueError("bad block")
+            events = list(toks)
             insert = events.insert
             for i, ev in zip(other_index, map(self._ev_dec.decode, others)):
                 insert(i, ev)
         deque(map(setattr, events, repeat("seq"), count(seq)), 0)
         deque(map(setattr, events, repeat("t_us"), ts), 0)
+        if lazy and m:
+            self.packed.append(PackedAlternatives(list(map(_SEQ, toks)), starts, blob, alt_at, m, codes[9], vocab))
         return events, ts[-1], text_len
 
     def _unpack_token(self, blob: bytes, seq: int, t_us: int, node_id: int, pos: int, lat: int,

@@ -203,15 +203,16 @@ class TraceStore:
         for ev in events:
             self.append(ev)
 
-    def extend_recorded(self, events: Iterable[AnyEvent]) -> None:
-        """Add events decoded from a trace, keeping their timestamps, under one lock."""
-        self._load(events)
+    def extend_recorded(self, events: Iterable[AnyEvent], packed: list = ()) -> None:
+        """Add events decoded from a trace, keeping their timestamps, under one lock.
 
-    def add_packed(self, packed: list) -> None:
-        """Alternatives of tokens added without them (``FrameDecoder(alternatives=False)``)."""
+        ``packed``: the alternatives of tokens among them read without theirs
+        (``FrameDecoder.take_packed``), registered first: a reader may ask for
+        a token's as soon as it is in."""
         for p in packed:
-            self._packed.append(p)
+            self._packed.append(p)  # before its first seq: a reader bisects the seqs, then indexes this
             self._packed_first.append(p.seqs[0])
+        self._load(events)
 
     # -- consumers -----------------------------------------------------
     def __len__(self) -> int:
