@@ -11,6 +11,7 @@ throttled while events stream in; user actions redraw at once.
 from __future__ import annotations
 
 import gc
+import os
 import threading
 import time
 from pathlib import Path
@@ -29,6 +30,7 @@ from tracing.tree import TraceNode
 from .backtrack_pane import BacktrackList
 from .colors import COLOR_METRICS, UNDERLINE_METRICS, Palette, ThemeColors
 from .commands import InspectorCommands
+from .cpu_split import CpuSplit
 from .cursor import LOW_PROB, Cursor
 from .detail_pane import DetailPane
 from .help import HelpScreen
@@ -48,7 +50,7 @@ FREEZE_EVERY = 20_000  # events; see _freeze_if_grown
 FREEZE_POLLED = 2_000  # events read from a script process; see _poll_script_run
 STREAM_HZ = 30.0  # the token stream redraws at most this often while following a run...
 STREAM_HZ_BUSY = 8.0  # ...or this often while the machine has no idle core (see _pace_to_machine)
-STREAM_HZ_FIREHOSE = 15.0  # ...or this often while over FIREHOSE_EVENTS_S arrive (too fast to read anyway)
+STREAM_HZ_FIREHOSE = 10.0  # ...or this often while over FIREHOSE_EVENTS_S arrive (too fast to read anyway)
 FIREHOSE_EVENTS_S = 20_000.0
 BUSY_CPU, IDLE_CPU = 92.0, 80.0  # machine CPU % (all cores) that enters / leaves the busy pace
 POLL_MAX_EVENTS = 20_000  # a script process's events decoded per tick (~0.1 s of work: frames keep coming)
@@ -146,6 +148,9 @@ class InspectorApp(App[int]):
         self._firehose = False  # events arrive at over FIREHOSE_EVENTS_S
         self._rate_at = time.monotonic()
         self._firehose_until = 0.0
+        # see cpu_split; GUIDANCE_TUI_CPU_SPLIT=0 leaves the scheduler alone
+        self._cpu_split: CpuSplit | None = None
+        self._may_split = os.environ.get("GUIDANCE_TUI_CPU_SPLIT", "1") != "0"
         self._structural: list = []  # node/capture events not yet fed to the tree
         self._tree_at = 0.0
         self._monitor = None
@@ -184,6 +189,8 @@ class InspectorApp(App[int]):
 
     def on_unmount(self) -> None:
         self._release_gc()
+        if self._cpu_split is not None:
+            self._cpu_split.restore()
         if self._monitor is not None:
             self._monitor.release()
             self._monitor = None
@@ -268,6 +275,7 @@ class InspectorApp(App[int]):
             moved = cur.grow(batch.last_seq)
         if self.live:
             self._pace_to_rate(batch.last_seq - first_seq, now)
+            self._split_cpus()
         streaming = grew and (cur.following or self.loader is not None)
         if self._structural and (initial or not streaming):
             self._feed_tree(now)
@@ -294,7 +302,7 @@ class InspectorApp(App[int]):
         # While events stream in, the slower work (the tree's rebuild, the side
         # panes) waits for a tick that did not redraw the stream: a stream
         # frame is not held back by it.
-        quiet = not (streaming and self._drew)
+        quiet = not (self._streaming and self._drew)  # a frame drawn from a pending one counts too
         # The tree rebuilds its line list when nodes are added: while events
         # stream in, feed it in batches a few times a second.
         tree_period = 0.25 if len(self.tree_pane.trace.by_id) < 1000 else 1.0 / TREE_HZ  # big trees rebuild slower
@@ -373,6 +381,22 @@ class InspectorApp(App[int]):
         if dt > 0 and n_events / dt >= FIREHOSE_EVENTS_S:
             self._firehose_until = now + 1.0  # and for a second after: a pause between bursts is no end
         self._firehose = now < self._firehose_until
+
+    def _split_cpus(self) -> None:
+        """While events flood in from a script process (and the machine has idle
+        cores), the app and the script keep to different CPUs (see cpu_split)."""
+        want = self._firehose and not self._busy and self._may_split and not self.script_done.is_set()
+        split = self._cpu_split
+        if split is None:
+            pid = getattr(self.script_run, "pid", None) if want else None
+            if pid is None:
+                return
+            split = self._cpu_split = CpuSplit(pid)
+        if want and not split.active:
+            if not split.apply():
+                self._may_split = False  # one CPU: never again
+        elif not want and split.active:
+            split.restore()
 
     def _freeze_if_grown(self, last_seq: int, every: int = FREEZE_EVERY) -> None:
         """Move the events so far out of the garbage collector's sight.

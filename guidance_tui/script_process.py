@@ -88,6 +88,11 @@ class ScriptProcess:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
 
+    @property
+    def pid(self) -> int | None:
+        """The child's process id while it runs."""
+        return self.proc.pid if self.proc is not None and self.proc.returncode is None else None
+
     def take_output(self) -> list[str]:
         """Child output lines that arrived since the last call."""
         with self._out_lock:
