@@ -24,7 +24,7 @@ _CAN = hasattr(os, "sched_setaffinity") and os.path.isdir("/proc/self/task")
 def _threads(pid: int) -> list[int]:
     try:
         return [int(t) for t in os.listdir(f"/proc/{pid}/task")]
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
+    except OSError:  # gone
         return []
 
 
@@ -32,7 +32,7 @@ def _set(tid: int, cpus: set[int]) -> bool:
     try:
         os.sched_setaffinity(tid, cpus)
         return True
-    except (ProcessLookupError, PermissionError, OSError):  # gone, or not ours
+    except OSError:  # gone, or not ours
         return False
 
 
@@ -51,12 +51,12 @@ class CpuSplit:
             return self.active
         try:
             theirs, ours = os.sched_getaffinity(self.pid), os.sched_getaffinity(0)
-        except (ProcessLookupError, OSError):
+        except OSError:
             return False
         shared = theirs & ours
         if len(theirs) < 2 or not shared:
             return False
-        app_cpu = max(shared)  # the last CPU: the one a kernel's interrupts and others' work use least
+        app_cpu = max(shared)
         self._defaults = {self.pid: theirs, os.getpid(): ours}
         for pid, cpus in ((self.pid, theirs - {app_cpu}), (os.getpid(), {app_cpu})):
             for tid in _threads(pid):
