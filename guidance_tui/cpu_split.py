@@ -62,7 +62,7 @@ class CpuSplit:
             for tid in _threads(pid):
                 try:
                     self._saved[tid] = os.sched_getaffinity(tid)
-                except (ProcessLookupError, OSError):
+                except OSError:
                     continue
                 _set(tid, cpus)
         self.active = True
