@@ -1,6 +1,6 @@
 """A prompt script for bench_tui.py: appends synthetic events to its session's store at full speed.
 
-    python -m guidance_tui.script_process ... benchmarks/_producer_script.py MODE N NATIVE_ROUNDS
+    python -m guidance_tui.run.script_process ... benchmarks/_producer_script.py MODE N NATIVE_ROUNDS
 
 Run through the same child process as ``guidance-tui run``.  Prints (as
 Message events in the trace) ``T0 <ns>``, the store's monotonic clock origin,

@@ -68,8 +68,8 @@ def part_live(n_tokens: int, native_rounds: int, mode: str, rounds: int = 3) -> 
     """
     from tracing import TraceStore, read_trace
 
-    from guidance_tui.cmd_app import APP_NICE
-    from guidance_tui.script_process import ScriptProcess
+    from guidance_tui.cli.app_commands import APP_NICE
+    from guidance_tui.run.script_process import ScriptProcess
 
     tmp = tempfile.mkdtemp(prefix="bench-live-")
     argv = [mode, str(n_tokens), str(native_rounds)]
@@ -136,8 +136,8 @@ def part_live_app(n_tokens: int, native_rounds: int, mode: str, path: str) -> di
     from tracing import TraceStore
 
     from guidance_tui.app import InspectorApp
-    from guidance_tui.cmd_app import _lower_priority
-    from guidance_tui.script_process import ScriptProcess
+    from guidance_tui.cli.app_commands import _lower_priority
+    from guidance_tui.run.script_process import ScriptProcess
 
     store = TraceStore()
     run = ScriptProcess(PRODUCER, [mode, str(n_tokens), str(native_rounds)], record=path, store=store)
@@ -197,7 +197,7 @@ def part_ingest(n_tokens: int) -> dict:
     from tracing.synthetic import synthetic_events
 
     from guidance_tui.app import InspectorApp
-    from guidance_tui.script_process import ScriptProcess
+    from guidance_tui.run.script_process import ScriptProcess
 
     tmp = tempfile.mkdtemp(prefix="bench-ingest-")
     path = os.path.join(tmp, "burst.gtt")
@@ -238,7 +238,7 @@ def part_replay(path: str) -> dict:
 
     t_start = time.perf_counter()
     from guidance_tui.app import InspectorApp
-    from guidance_tui.loader import TraceLoader
+    from guidance_tui.state.loader import TraceLoader
     t_imported = time.perf_counter()
 
     box: dict = {}

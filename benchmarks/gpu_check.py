@@ -71,7 +71,7 @@ def gpu_summary(events) -> dict:
 
 def screenshot(trace: str, out_dir: str, size: tuple[int, int] = (120, 40)) -> int:
     from guidance_tui.app import InspectorApp
-    from guidance_tui.loader import TraceLoader
+    from guidance_tui.state.loader import TraceLoader
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

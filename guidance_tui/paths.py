@@ -26,5 +26,5 @@ def default_trace_path(script: str) -> Path:
 
 
 def examples_dir() -> Path:
-    """The bundled examples (the repository's examples/ folder)."""
-    return Path(__file__).resolve().parent.parent / "examples"
+    """The bundled examples, shipped inside the package so a wheel has them too."""
+    return Path(__file__).resolve().parent / "examples"

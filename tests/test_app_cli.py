@@ -7,7 +7,8 @@ import io
 import pytest
 from _app_support import FakeRun, small_events, stamped
 
-from guidance_tui import cli, cmd_app
+from guidance_tui import cli
+from guidance_tui.cli import app_commands as cmd_app
 from guidance_tui.cli import main
 from tracing import write_trace
 from tracing.fileformat import encode_trace

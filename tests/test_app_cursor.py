@@ -6,11 +6,11 @@ import math
 
 from _app_support import small_store, synthetic_store
 
-from guidance_tui.cursor import Cursor
-from guidance_tui.layout import TokenLayout
-from guidance_tui.stats import stats_at
-from guidance_tui.token_index import TokenIndex
-from guidance_tui.token_text import BYTES, glyphs
+from guidance_tui.state.cursor import Cursor
+from guidance_tui.state.layout import TokenLayout
+from guidance_tui.state.stats import stats_at
+from guidance_tui.state.token_index import TokenIndex
+from guidance_tui.state.token_text import BYTES, glyphs
 from tracing import Backtrack, Token, TraceStore
 from tracing.synthetic import synthetic_events
 

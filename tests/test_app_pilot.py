@@ -9,7 +9,7 @@ from _app_support import FakeRun, Producer, small_events, small_store, sync, syn
 from textual.widgets import TabbedContent
 
 from guidance_tui.app import InspectorApp
-from guidance_tui.help import HelpScreen
+from guidance_tui.app.help import HelpScreen
 from tracing import TraceStore
 from tracing.synthetic import synthetic_events
 
@@ -332,7 +332,7 @@ async def test_command_palette_runs_inspector_commands():
 
 
 def test_every_binding_has_an_id_and_a_description():
-    from guidance_tui.keymap import BINDINGS
+    from guidance_tui.app.keymap import BINDINGS
 
     ids = [b.id for b in BINDINGS]
     assert all(ids) and len(set(ids)) == len(ids)
@@ -395,7 +395,7 @@ async def test_a_live_run_pouring_in_events_is_drawn_less_often_and_the_stream_f
 @sync
 async def test_a_replayed_file_shows_a_tokens_top_k_read_on_demand(tmp_path):
     """The loader leaves the alternatives packed; the detail pane unpacks those of the token it shows."""
-    from guidance_tui.loader import TraceLoader
+    from guidance_tui.state.loader import TraceLoader
     from tracing import Token, write_trace
 
     source = synthetic_store(600)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from _app_support import small_events, small_store
 
-from guidance_tui.plain import PlainTranscript
+from guidance_tui.run.plain import PlainTranscript
 from tracing import TraceStore
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -76,7 +76,7 @@ def test_a_character_split_across_tokens_prints_whole():
 
 
 def test_plain_transcript_and_cmd_app_do_not_import_textual():
-    code = ("import sys, json, guidance_tui.plain, guidance_tui.cmd_app, guidance_tui.cli; "
+    code = ("import sys, json, guidance_tui.run.plain, guidance_tui.cli.app_commands, guidance_tui.cli; "
             "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from guidance_tui.cli import main
-from guidance_tui.cmd_inspect import read_jsonl
+from guidance_tui.cli.inspect_commands import read_jsonl
 from tracing import (
     FORMAT_VERSION, Alt, Backtrack, Capture, NodeClose, NodeOpen, RunEnd, RunStart, Token, TokenKind, TraceStore,
     decode_trace, display_text, encode_trace, read_trace, write_trace,

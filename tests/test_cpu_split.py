@@ -11,8 +11,8 @@ import textwrap
 from _app_support import sync
 
 from guidance_tui.app import InspectorApp
-from guidance_tui.cpu_split import CpuSplit, _threads
-from guidance_tui.script_process import ScriptProcess
+from guidance_tui.run.cpu_split import CpuSplit, _threads
+from guidance_tui.run.script_process import ScriptProcess
 
 CHILD = """
 import threading, time

@@ -49,7 +49,7 @@ def test_cmd_inspect_loads_no_textual(tmp_path):
         import os, io, contextlib
         import tracing
         from tracing.synthetic import synthetic_events
-        import guidance_tui.cmd_inspect
+        import guidance_tui.cli.inspect_commands
         from guidance_tui.cli import main
         path = os.path.join(os.environ["TRACE_DIR"], "t.gtt")
         tracing.write_trace(path, tracing.TraceStore(synthetic_events(50)).events())

@@ -11,7 +11,7 @@ import pytest
 from _app_support import sync
 
 from guidance_tui.app import InspectorApp
-from guidance_tui.script_process import ScriptProcess
+from guidance_tui.run.script_process import ScriptProcess
 from tracing import Message, Metric, RunEnd, RunStart, Token, TokenKind, read_trace
 
 
@@ -123,7 +123,7 @@ def test_a_python_that_cannot_start_is_an_error_not_a_traceback(tmp_path):
 
 
 def test_a_missing_script_is_refused_before_any_process_starts(tmp_path):
-    from guidance_tui.runner import RunnerError
+    from guidance_tui.run.runner import RunnerError
 
     with pytest.raises(RunnerError, match="no such file"):
         ScriptProcess(tmp_path / "missing.py")

@@ -12,7 +12,7 @@ import bisect
 import time
 from dataclasses import dataclass
 
-from .token_index import TokenIndex
+from guidance_tui.state.token_index import TokenIndex
 
 SPEEDS = (0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 50.0, 200.0)
 LOW_PROB = 0.1  # "low probability" for the jump key

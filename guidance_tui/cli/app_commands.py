@@ -12,8 +12,9 @@ import os
 import sys
 from pathlib import Path
 
-from .cli import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, CliError
-from .paths import examples_dir
+from guidance_tui import exit_codes
+from guidance_tui.exit_codes import CliError
+from guidance_tui.paths import examples_dir
 
 FIRST_SCREEN_EVENTS = 3000  # decoded before the app's first frame; the rest streams in
 
@@ -26,7 +27,7 @@ def _stdout_is_terminal() -> bool:
 
 
 def _make_run(script: Path, argv, args):
-    from .headless import make_run
+    from guidance_tui.run.headless import make_run
 
     # The script's prints become Message events: in a transcript they belong in order.
     return make_run(script, argv, args, capture_output=True)
@@ -34,34 +35,36 @@ def _make_run(script: Path, argv, args):
 
 def _make_process(script: Path, argv, args):
     """The script in a child process (see script_process): the app cannot slow it down."""
-    from .runner import RunnerError
-    from .script_process import ScriptProcess
+    from guidance_tui.run.runner import RunnerError
+    from guidance_tui.run.script_process import ScriptProcess
 
     try:
         return ScriptProcess(script, list(argv or ()), model=args.model, backend=args.backend,
                              record=getattr(args, "record", None))
-    except (RunnerError, OSError) as e:
+    except RunnerError as e:
+        raise CliError(str(e), exit_codes.USAGE) from None
+    except OSError as e:
         raise CliError(str(e)) from None
 
 
 def _exit_code(result) -> int:
     if result is None:
-        return EXIT_INTERRUPTED
-    return int(getattr(result, "exit_code", EXIT_OK if result.status == "done" else EXIT_ERROR))
+        return exit_codes.INTERRUPTED
+    return int(getattr(result, "exit_code", exit_codes.OK if result.status == "done" else exit_codes.ERROR))
 
 
 def run_plain(run, file=None) -> int:
     """Run the script in a thread and print its transcript as it goes."""
-    from .headless import execute, report
-    from .plain import PlainTranscript
+    from guidance_tui.run.headless import execute, report
+    from guidance_tui.run.plain import PlainTranscript
 
     return report(run, execute(run, PlainTranscript(run.store, file=file)), frames=False)
 
 
 def run_app(run, title: str) -> int:
     """Open the inspector over ``run`` (a ScriptProcess); returns the script's exit code."""
-    from .app import InspectorApp
-    from .script_process import StartError
+    from guidance_tui.app import InspectorApp
+    from guidance_tui.run.script_process import StartError
 
     try:
         run.start()
@@ -120,7 +123,7 @@ def cmd_demo(args) -> int:
 def cmd_replay(args) -> int:
     from tracing import TraceFormatError
 
-    from .loader import TraceLoader
+    from guidance_tui.state.loader import TraceLoader
 
     try:
         loader = TraceLoader(args.file)
@@ -130,18 +133,18 @@ def cmd_replay(args) -> int:
         loader.load()
         if loader.error is not None:
             raise CliError(str(loader.error))
-        from .plain import PlainTranscript
+        from guidance_tui.run.plain import PlainTranscript
 
         transcript = PlainTranscript(loader.store)
         transcript.finish()
         _warn_truncated(loader)
-        return EXIT_OK
+        return exit_codes.OK
     loader.load(FIRST_SCREEN_EVENTS)
     if loader.error is not None:
         raise CliError(str(loader.error))
     if len(loader.store) == 0 and loader.done.is_set():
         raise CliError(f"{args.file}: the trace holds no events")
-    from .app import InspectorApp
+    from guidance_tui.app import InspectorApp
 
     app = InspectorApp(loader.store, loader=None if loader.done.is_set() else loader, title=Path(args.file).name)
     if loader.done.is_set() and loader.dropped_bytes:
@@ -152,7 +155,7 @@ def cmd_replay(args) -> int:
     if loader.error is not None:
         raise CliError(str(loader.error))
     _warn_truncated(loader)
-    return EXIT_OK
+    return exit_codes.OK
 
 
 def _warn_truncated(loader) -> None:

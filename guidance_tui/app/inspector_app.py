@@ -27,21 +27,21 @@ from tracing import Message, Metric, RunEnd, RunStart
 from tracing.store import TraceStore
 from tracing.tree import TraceNode
 
-from .backtrack_pane import BacktrackList
-from .colors import COLOR_METRICS, UNDERLINE_METRICS, Palette, ThemeColors
-from .commands import InspectorCommands
-from .cpu_split import CpuSplit
-from .cursor import LOW_PROB, Cursor
-from .detail_pane import DetailPane
-from .help import HelpScreen
-from .keymap import BINDINGS
-from .metrics_bar import MetricsBar
-from .resources import ResourceBar
-from .stats import stats_at
-from .timeline_bar import TimelineBar
-from .token_index import TokenIndex
-from .token_view import TokenView
-from .tree_pane import NodeTree
+from guidance_tui.widgets.backtrack_pane import BacktrackList
+from guidance_tui.widgets.colors import COLOR_METRICS, UNDERLINE_METRICS, Palette, ThemeColors
+from guidance_tui.app.commands import InspectorCommands
+from guidance_tui.run.cpu_split import CpuSplit
+from guidance_tui.state.cursor import LOW_PROB, Cursor
+from guidance_tui.widgets.detail_pane import DetailPane
+from guidance_tui.app.help import HelpScreen
+from guidance_tui.app.keymap import BINDINGS
+from guidance_tui.widgets.metrics_bar import MetricsBar
+from guidance_tui.widgets.resource_bar import ResourceBar
+from guidance_tui.state.stats import stats_at
+from guidance_tui.widgets.timeline_bar import TimelineBar
+from guidance_tui.state.token_index import TokenIndex
+from guidance_tui.widgets.token_view import TokenView
+from guidance_tui.widgets.tree_pane import NodeTree
 
 TICK_HZ = 30.0
 SLOW_PANE_HZ = 4.0  # detail, tree cursor, metrics while events stream in

@@ -18,10 +18,10 @@ from textual.widget import Widget
 from tracing import Token
 from tracing.tree import TraceTree
 
-from .colors import KIND_NAMES
-from .strips import Run, runs_strip
-from .token_index import TokenIndex
-from .token_text import glyphs
+from guidance_tui.widgets.colors import KIND_NAMES
+from guidance_tui.widgets.strips import Run, runs_strip
+from guidance_tui.state.token_index import TokenIndex
+from guidance_tui.state.token_text import glyphs
 
 
 BAR_W = 6

@@ -7,15 +7,16 @@ from __future__ import annotations
 
 import sys
 
-from .cli import CliError
-from .headless import execute, make_run, report
+from guidance_tui import exit_codes
+from guidance_tui.exit_codes import CliError
+from guidance_tui.run.headless import execute, make_run, report
 
 
 def cmd_record(args) -> int:
     run = make_run(args.script, args.args, args)
     transcript = None
     if not args.quiet:
-        from .plain import PlainTranscript
+        from guidance_tui.run.plain import PlainTranscript
 
         transcript = PlainTranscript(run.store, file=sys.stdout)
     return report(run, execute(run, transcript), frames=transcript is None)
@@ -31,4 +32,4 @@ def cmd_model(args) -> int:
         raise CliError(str(e)) from None
     if not args.quiet:
         print(path)
-    return 0
+    return exit_codes.OK

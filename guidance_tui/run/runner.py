@@ -9,7 +9,6 @@ This module does not import Textual: ``record`` uses it headless.
 
 from __future__ import annotations
 
-import gc
 import io
 import os
 import runpy
@@ -23,12 +22,13 @@ from typing import Sequence
 
 from tracing import Message, RunEnd, RunStart, Token, TokenKind, TraceStore, TraceWriter
 
-from .paths import default_trace_path
+from guidance_tui import exit_codes
+from guidance_tui.gc_policy import Freezer
+from guidance_tui.paths import default_trace_path
 
-_OUR_DIRS = tuple(str(Path(__file__).resolve().parent.parent / d) + os.sep for d in ("tracing", "engines", "guidance_tui"))
+_OUR_DIRS = tuple(str(Path(__file__).resolve().parents[2] / d) + os.sep for d in ("tracing", "engines", "guidance_tui"))
 
 
-FREEZE_EVERY = 20_000  # events; see ScriptRun._freeze_written
 
 
 class RunnerError(Exception):
@@ -115,19 +115,17 @@ class ScriptRun:
         self.monitor_from_start = monitor_from_start
         self.session = Session(store=self.store, model=model, backend=backend, monitoring=monitoring)
         self.result: RunResult | None = None
-        self._unfrozen = 0
+        self._written = 0
+        self._freezer = Freezer()
 
     def _freeze_written(self, n: int) -> None:
-        """Every FREEZE_EVERY events written, move what is alive out of the
-        garbage collector's sight: the store keeps every event to the end, and
-        with a few hundred thousand of them each full collection stopped the
-        script for over 100 ms.  (What else is alive at that moment is frozen
-        too; a cyclic temporary among it is never collected, a small price at
-        this rate.)"""
-        self._unfrozen += n
-        if self._unfrozen >= FREEZE_EVERY:
-            self._unfrozen = 0
-            gc.freeze()
+        """Keep written events out of the collector's sight (see gc_policy): the
+        store keeps every event to the end, and with a few hundred thousand of
+        them each full collection stopped the script for over 100 ms.  (What
+        else is alive at that moment is frozen too; a cyclic temporary among it
+        is never collected, a small price at this rate.)"""
+        self._written += n
+        self._freezer.grown(self._written)
 
     def cancel(self) -> None:
         self.session.cancel_event.set()
@@ -174,11 +172,11 @@ class ScriptRun:
         except SystemExit as e:
             if e.code not in (None, 0):
                 result = RunResult("error", f"the script exited with status {e.code}",
-                                   exit_code=e.code if isinstance(e.code, int) else 1)
+                                   exit_code=e.code if isinstance(e.code, int) else exit_codes.ERROR)
         except (KeyboardInterrupt, Cancelled):
-            result = RunResult("interrupted", "interrupted", exit_code=130)
+            result = RunResult("interrupted", "interrupted", exit_code=exit_codes.INTERRUPTED)
         except BaseException as e:  # the script's own failure: record it, never raise
-            result = RunResult("error", describe(e), user_frames(e), exit_code=3)
+            result = RunResult("error", describe(e), user_frames(e), exit_code=exit_codes.for_exception(e))
         finally:
             if self.capture_output:
                 for s in (sys.stdout, sys.stderr):

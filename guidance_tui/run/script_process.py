@@ -12,7 +12,7 @@ Control goes the other way over the child's stdin: a line ``cancel`` (or the
 pipe closing, when the app dies) cancels the run at its next token.
 
 Parent side: :class:`ScriptProcess`, a drop-in for ``runner.ScriptRun`` in the
-app.  Child side: ``python -m guidance_tui.script_process SPEC``.  Neither
+app.  Child side: ``python -m guidance_tui.run.script_process SPEC``.  Neither
 imports Textual.
 """
 
@@ -32,13 +32,13 @@ from typing import Sequence
 from tracing import RunEnd, TraceStore
 from tracing.fileformat import HEADER, FrameDecoder, TraceFormatError, check_header
 
-from .runner import RunResult, check_script
+from guidance_tui import exit_codes
+from guidance_tui.run.runner import RunResult, check_script
 
 LIVE_FLUSH_S = 0.01  # the child's trace writer flushes this often: the app's display lag floor
 POLL_S = 0.02  # the parent reads the file's new bytes this often
 INTERRUPT_AFTER_S = 1.0  # the child interrupts a script that ignored a cancel this long
 CANCEL_GRACE_S = 10.0  # after a cancel, how long the child may take before it is killed
-EXIT_INTERRUPTED = 130
 
 
 class StartError(Exception):
@@ -56,7 +56,7 @@ class ScriptProcess:
     def __init__(self, script: str | os.PathLike, args: Sequence[str] = (), *, model: str | None = None,
                  backend: str | None = None, record: str | os.PathLike | None = None,
                  store: TraceStore | None = None, python: str = sys.executable, poll_s: float = POLL_S) -> None:
-        from .paths import default_trace_path
+        from guidance_tui.paths import default_trace_path
 
         self.script = check_script(script)
         self.args = list(args)
@@ -103,7 +103,7 @@ class ScriptProcess:
     def command(self) -> list[str]:
         spec = {"script": str(self.script), "args": self.args, "model": self.model, "backend": self.backend,
                 "record": str(self.trace_path)}
-        return [self.python, "-m", "guidance_tui.script_process", json.dumps(spec)]
+        return [self.python, "-m", "guidance_tui.run.script_process", json.dumps(spec)]
 
     def start(self) -> None:
         """Start the child (run() does, when not done before).  Start it before
@@ -128,7 +128,7 @@ class ScriptProcess:
             self.start()
         except StartError as e:
             self.store.append(RunEnd(status="error", error=str(e)))
-            self.result = RunResult("error", str(e), exit_code=1)
+            self.result = RunResult("error", str(e), exit_code=exit_codes.ERROR)
             return self.result
         reader = threading.Thread(target=self._read_output, name="script-output", daemon=True)
         reader.start()
@@ -215,9 +215,9 @@ class ScriptProcess:
             status = "interrupted" if self._cancel.is_set() else "error"
         else:
             error = said[-1].removeprefix("guidance-tui: ") if said else f"the script's process exited with status {code}"
-            status = "interrupted" if code == EXIT_INTERRUPTED else "error"
+            status = "interrupted" if code == exit_codes.INTERRUPTED else "error"
         self.store.append(RunEnd(status=status, error=error))
-        return RunResult(status, error, exit_code=code if code > 0 else (EXIT_INTERRUPTED if status == "interrupted" else 1))
+        return RunResult(status, error, exit_code=code if code > 0 else (exit_codes.INTERRUPTED if status == "interrupted" else exit_codes.ERROR))
 
     # -- pipes ---------------------------------------------------------------------
     def _send(self, line: str) -> None:
@@ -261,7 +261,7 @@ def _watch_stdin(run, finished: threading.Event) -> None:
 
 
 def child_main(argv: list[str]) -> int:
-    from .runner import RunnerError, ScriptRun
+    from guidance_tui.run.runner import RunnerError, ScriptRun
 
     spec = json.loads(argv[0])
     try:
@@ -270,16 +270,16 @@ def child_main(argv: list[str]) -> int:
                         monitor_from_start=True)
     except (RunnerError, OSError) as e:
         print(f"guidance-tui: {e}", file=sys.stderr)
-        return 1
+        return exit_codes.USAGE if isinstance(e, RunnerError) else exit_codes.ERROR
     finished = threading.Event()
     threading.Thread(target=_watch_stdin, args=(run, finished), name="control", daemon=True).start()
     try:
         result = run.run()
     except KeyboardInterrupt:  # landed outside the script (the runner's own clean-up): the file is closed
-        return EXIT_INTERRUPTED
+        return exit_codes.INTERRUPTED
     except Exception as e:  # the runner failed (the trace file cannot be written...): one line
         print(f"guidance-tui: {e}", file=sys.stderr)
-        return 1
+        return exit_codes.ERROR
     finally:
         finished.set()
     return result.exit_code

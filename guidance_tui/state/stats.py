@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from tracing import RunStart
 
-from .token_index import TokenIndex
+from guidance_tui.state.token_index import TokenIndex
 
 
 @dataclass(frozen=True)

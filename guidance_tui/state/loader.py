@@ -16,6 +16,8 @@ from pathlib import Path
 from tracing.fileformat import HEADER, FrameDecoder, TraceFormatError, check_header, read_bytes
 from tracing.store import TraceStore
 
+from guidance_tui.gc_policy import Freezer
+
 
 class TraceLoader:
     """Reads ``path`` and appends its events to ``store`` in chunks."""
@@ -63,11 +65,9 @@ class TraceLoader:
     def start(self, chunk: int = 4096) -> None:
         """Decode the rest in a daemon thread."""
         def run() -> None:
-            frozen = len(self.store)
+            freezer = Freezer()  # decoded events live as long as the app: keep them out of full collections
             while not self.load(chunk):
-                if len(self.store) - frozen >= 20_000:
-                    gc.freeze()  # decoded events live as long as the app: keep them out of full collections
-                    frozen = len(self.store)
+                freezer.grown(len(self.store))
             gc.freeze()
 
         if not self.done.is_set():

@@ -23,10 +23,10 @@ from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from .colors import Palette
-from .layout import LABEL_PAD, TokenLayout, label_text
-from .token_index import NEVER, TokenIndex
-from .token_text import NEWLINE, glyphs
+from guidance_tui.widgets.colors import Palette
+from guidance_tui.state.layout import LABEL_PAD, TokenLayout, label_text
+from guidance_tui.state.token_index import NEVER, TokenIndex
+from guidance_tui.state.token_text import NEWLINE, glyphs
 
 
 @dataclass

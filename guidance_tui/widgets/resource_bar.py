@@ -14,7 +14,7 @@ from typing import Sequence
 from tracing import Metric
 from tracing.store import TraceStore
 
-from .strips import Run, RunsBar
+from guidance_tui.widgets.strips import Run, RunsBar
 
 BLOCKS = "▁▂▃▄▅▆▇█"
 

@@ -10,7 +10,7 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
-from .keymap import help_rows
+from guidance_tui.app.keymap import help_rows
 
 LEGEND = [
     ("background", "colour metric (c): probability red → yellow → green, latency green (fast) → red "

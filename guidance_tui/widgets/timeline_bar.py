@@ -6,8 +6,8 @@ from __future__ import annotations
 from textual import events
 from textual.message import Message
 
-from .cursor import Cursor
-from .strips import Run, RunsBar, runs_width
+from guidance_tui.state.cursor import Cursor
+from guidance_tui.widgets.strips import Run, RunsBar, runs_width
 
 
 def fmt_speed(speed: float) -> str:

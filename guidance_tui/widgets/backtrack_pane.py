@@ -18,9 +18,9 @@ from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from .offscreen import displayed
-from .token_index import TokenIndex
-from .token_text import glyphs
+from guidance_tui.widgets.offscreen import displayed
+from guidance_tui.state.token_index import TokenIndex
+from guidance_tui.state.token_text import glyphs
 
 
 def _text_of(index: TokenIndex, tokens) -> str:

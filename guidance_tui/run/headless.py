@@ -10,8 +10,9 @@ from __future__ import annotations
 import sys
 import threading
 
-from .cli import EXIT_INTERRUPTED, CliError
-from .runner import RunnerError, RunResult, ScriptRun
+from guidance_tui import exit_codes
+from guidance_tui.exit_codes import CliError
+from guidance_tui.run.runner import RunnerError, RunResult, ScriptRun
 
 
 def make_run(script, argv, args, *, capture_output: bool = False) -> ScriptRun:
@@ -20,7 +21,9 @@ def make_run(script, argv, args, *, capture_output: bool = False) -> ScriptRun:
     try:
         return ScriptRun(str(script), list(argv or ()), model=args.model, backend=args.backend, record=record,
                          capture_output=capture_output)
-    except (RunnerError, OSError) as e:
+    except RunnerError as e:  # the script cannot be run: a missing file, not Python
+        raise CliError(str(e), exit_codes.USAGE) from None
+    except OSError as e:
         raise CliError(str(e)) from None
 
 
@@ -56,7 +59,7 @@ def execute(run, transcript=None) -> RunResult:
         transcript.finish(trace_path=run.trace_path)
     if "error" in box:
         raise CliError(str(box["error"]) or type(box["error"]).__name__)
-    return box.get("result") or RunResult("interrupted", "interrupted", exit_code=EXIT_INTERRUPTED)
+    return box.get("result") or RunResult("interrupted", "interrupted", exit_code=exit_codes.INTERRUPTED)
 
 
 def report(run, result: RunResult, *, frames: bool = True) -> int:
@@ -69,12 +72,12 @@ def report(run, result: RunResult, *, frames: bool = True) -> int:
     if result.status == "done":
         if frames:
             print(where, file=sys.stderr)
-        return 0
+        return exit_codes.OK
     if result.status == "interrupted":
         print(f"guidance-tui: interrupted; {where}", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return exit_codes.INTERRUPTED
     if frames and result.traceback:
         print(result.traceback.rstrip(), file=sys.stderr)
     print(f"guidance-tui: {result.error}", file=sys.stderr)
     print(f"{where} (kept)", file=sys.stderr)
-    return result.exit_code or 1
+    return result.exit_code or exit_codes.ERROR

@@ -15,8 +15,8 @@ import bisect
 from array import array
 from typing import Sequence
 
-from .token_index import TokenIndex
-from .token_text import NEWLINE, glyphs
+from guidance_tui.state.token_index import TokenIndex
+from guidance_tui.state.token_text import NEWLINE, glyphs
 
 LABEL_PAD = 1  # blank cell after a role label
 

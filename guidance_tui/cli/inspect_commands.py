@@ -35,7 +35,7 @@ from tracing import (
     TraceFormatError, display_text, read_trace,
 )
 
-from .cli import CliError
+from guidance_tui.exit_codes import CliError
 
 _KIND_NAMES = {k: k.name.lower() for k in TokenKind}
 _KIND_BY_NAME = {v: k for k, v in _KIND_NAMES.items()}

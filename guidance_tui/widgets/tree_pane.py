@@ -29,8 +29,8 @@ from textual.strip import Strip
 from tracing import Capture, NodeClose, NodeOpen
 from tracing.tree import TraceNode, TraceTree
 
-from .offscreen import displayed
-from .token_index import TokenIndex
+from guidance_tui.widgets.offscreen import displayed
+from guidance_tui.state.token_index import TokenIndex
 
 KIND_TAGS = {
     "program": "fn", "role": "role", "gen": "gen", "select": "select", "regex": "regex", "json": "json",

@@ -10,15 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_SCRIPT, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
-
-
-class CliError(Exception):
-    """An error to print as one line (``guidance-tui: <message>``) and exit non-zero."""
-
-    def __init__(self, message: str, code: int = EXIT_ERROR) -> None:
-        super().__init__(message)
-        self.code = code
+from guidance_tui import exit_codes
+from guidance_tui.exit_codes import CliError
 
 
 def _add_model_options(p: argparse.ArgumentParser) -> None:
@@ -31,7 +24,7 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="guidance-tui",
                                      description="Terminal inspector for grammar-constrained LLM generation.")
-    from . import __version__
+    from guidance_tui import __version__
 
     parser.add_argument("--version", action="version", version=f"guidance-tui {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -117,22 +110,22 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
-        return EXIT_USAGE
+        return exit_codes.USAGE
     try:
         if hasattr(args, "args"):
             take_own_options(args)
         if args.command in ("info", "export"):
-            from . import cmd_inspect as mod
+            from guidance_tui.cli import inspect_commands as mod
         elif args.command in ("record", "model"):
-            from . import cmd_record as mod
+            from guidance_tui.cli import record_commands as mod
         else:
-            from . import cmd_app as mod
+            from guidance_tui.cli import app_commands as mod
         return getattr(mod, "cmd_" + args.command)(args)
     except CliError as e:
         print(f"guidance-tui: {e}", file=sys.stderr)
         return e.code
     except KeyboardInterrupt:
         print("guidance-tui: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return exit_codes.INTERRUPTED
     except BrokenPipeError:
-        return EXIT_OK
+        return exit_codes.OK

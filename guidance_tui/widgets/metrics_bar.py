@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 
-from .stats import RunStats
-from .strips import Run, RunsBar, runs_width
+from guidance_tui.state.stats import RunStats
+from guidance_tui.widgets.strips import Run, RunsBar, runs_width
 
 STATUS_ICONS = {"running": "●", "done": "✔", "error": "✖", "interrupted": "■", "empty": "○"}
 STATUS_COLORS = {"running": "accent", "done": "success", "error": "error", "interrupted": "warning",

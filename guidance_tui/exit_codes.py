@@ -1,0 +1,39 @@
+"""Every exit code guidance-tui returns, in one table (the README quotes it).
+
+| code | meaning |
+|---|---|
+| 0 | done |
+| 1 | guidance-tui could not do it: a damaged or unreadable trace, an unwritable file, the runner failed |
+| 2 | bad command line: an unknown option, a missing script |
+| 3 | the script raised (its own error; its frames are shown) |
+| 4 | the engine refused the script's input: a missing or invalid model, an invalid grammar, regex or JSON schema |
+| 130 | interrupted: Ctrl-C, or the app's quit while the script ran |
+
+A script that calls ``sys.exit(N)`` exits N.
+"""
+
+from __future__ import annotations
+
+OK = 0
+ERROR = 1
+USAGE = 2
+SCRIPT_RAISED = 3
+ENGINE_REFUSED = 4
+INTERRUPTED = 130
+
+
+class CliError(Exception):
+    """An error to print as one line (``guidance-tui: <message>``) and exit non-zero."""
+
+    def __init__(self, message: str, code: int = ERROR) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def for_exception(e: BaseException) -> int:
+    """The exit code of a script that ended by raising ``e``."""
+    from engines.errors import EngineError  # only where a script ran: engines is loaded already
+
+    if isinstance(e, KeyboardInterrupt):
+        return INTERRUPTED
+    return ENGINE_REFUSED if isinstance(e, EngineError) else SCRIPT_RAISED

@@ -1,0 +1,1 @@
+"""The inspector's panes: Textual widgets that draw the headless state."""
