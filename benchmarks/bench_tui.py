@@ -156,9 +156,9 @@ def part_live_app(n_tokens: int, native_rounds: int, mode: str, path: str) -> di
             if said is None:
                 return
             t0_ns[0] = int(said)
-        if newest_t_us > 0 and shown[0] < app.index.n:  # a frame that shows new tokens (not the run's end)
-            oldest_t_us = app.index.token(shown[0]).t_us
-            shown[0] = app.index.n
+        if newest_t_us > 0 and shown[0] < app.inspector.index.n:  # a frame that shows new tokens (not the run's end)
+            oldest_t_us = app.inspector.index.token(shown[0]).t_us
+            shown[0] = app.inspector.index.n
 
             def drawn() -> None:
                 now_us = (time.monotonic_ns() - t0_ns[0]) / 1000
@@ -167,7 +167,7 @@ def part_live_app(n_tokens: int, native_rounds: int, mode: str, path: str) -> di
 
             app.call_after_refresh(drawn)
 
-    app.lag_probe = probe
+    app.inspector.lag_probe = probe
 
     async def drive() -> None:
         async with app.run_test(headless=True, size=(120, 40)) as pilot:
@@ -175,12 +175,12 @@ def part_live_app(n_tokens: int, native_rounds: int, mode: str, path: str) -> di
             t0 = time.perf_counter()
             while not app.script_done.is_set():
                 await asyncio.sleep(0.01)
-            while app.cursor.seq < store.last_seq:  # until the app shows the last event
+            while app.inspector.cursor.seq < store.last_seq:  # until the app shows the last event
                 await asyncio.sleep(0.002)
             await pilot.pause()
             box["wall"] = time.perf_counter() - t0
             box["cpu"] = time.process_time() - c0
-            box["tokens"] = app.index.n
+            box["tokens"] = app.inspector.index.n
 
     asyncio.run(drive())
     if run.result is None or run.result.status != "done":
@@ -220,11 +220,11 @@ def part_ingest(n_tokens: int) -> dict:
     async def drive() -> None:
         async with app.run_test(headless=True, size=(120, 40)) as pilot:
             t0 = time.perf_counter()
-            while app.index.n < n_tokens:
+            while app.inspector.index.n < n_tokens:
                 await asyncio.sleep(0.002)
             await pilot.pause()
             box["s"] = time.perf_counter() - t0
-            box["tokens"] = app.index.n
+            box["tokens"] = app.inspector.index.n
             run.cancel()
             while not app.script_done.is_set():
                 await asyncio.sleep(0.01)
@@ -249,11 +249,11 @@ def part_replay(path: str) -> dict:
     async def drive() -> None:
         async with app.run_test(headless=True, size=(120, 40)) as pilot:
             box["first_frame"] = time.perf_counter() - t_imported
-            while app.loader is not None:
+            while app.inspector.loader is not None:
                 await asyncio.sleep(0.01)
             await pilot.pause()
             box["loaded"] = time.perf_counter() - t_imported
-            box["tokens"] = app.index.n
+            box["tokens"] = app.inspector.index.n
             seeks = []
             import random
 
@@ -264,18 +264,18 @@ def part_replay(path: str) -> dict:
                 await done
 
             rng = random.Random(0)
-            end = app.cursor.end_seq
+            end = app.inspector.cursor.end_seq
             actions = ["home", "end", "backtrack(1)", "low_prob(1)", "step(100)", "step(-1)", "backtrack(-1)"] * 4
             for action in actions:  # what the keys Home, End, b, l, PgDn, ←, B run: action to drawn frame
                 t0 = time.perf_counter()
-                await app.run_action(action)
+                await app.run_action(action, app.inspector)
                 await frame()
                 seeks.append((time.perf_counter() - t0) * 1000)
             for _ in range(20):  # arbitrary seeks (a click on the timeline)
                 seq = rng.randrange(0, end)
                 t0 = time.perf_counter()
-                app.cursor.seek(seq)
-                app._moved(True)
+                app.inspector.cursor.seek(seq)
+                app.inspector._moved(True)
                 await frame()
                 seeks.append((time.perf_counter() - t0) * 1000)
             box["seeks"] = sorted(seeks)

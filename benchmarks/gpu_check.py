@@ -83,12 +83,12 @@ def screenshot(trace: str, out_dir: str, size: tuple[int, int] = (120, 40)) -> i
     async def drive() -> None:
         async with app.run_test(headless=True, size=size) as pilot:
             for _ in range(1000):
-                if app.loader is None:
+                if app.inspector.loader is None:
                     break
                 await asyncio.sleep(0.01)
             await pilot.press("end")
             await pilot.pause(0.5)
-            bar = app.resource_bar
+            bar = app.inspector.resource_bar
             box["runs"] = "".join(text for text, _ in bar.runs(bar.size.width))
             box["drawn"] = bar.render_line(0).text
             box["width"] = bar.size.width

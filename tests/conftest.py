@@ -1,8 +1,14 @@
-"""Fixtures shared by the engine tests."""
+"""Fixtures shared by the tests."""
 
 from __future__ import annotations
 
+import os
+import tempfile
+
 import pytest
+
+# Tests never read or write the user's own settings and keymap (subprocesses inherit this too).
+os.environ["GUIDANCE_TUI_CONFIG_DIR"] = tempfile.mkdtemp(prefix="guidance-tui-config-")
 
 
 @pytest.fixture()

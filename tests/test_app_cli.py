@@ -7,7 +7,7 @@ import io
 import pytest
 from _app_support import FakeRun, small_events, stamped
 
-from guidance_tui import cli
+from guidance_tui import cli, exit_codes
 from guidance_tui.cli import app_commands as cmd_app
 from guidance_tui.cli import main
 from tracing import write_trace
@@ -51,7 +51,7 @@ def test_demo_with_an_unknown_name_lists_the_examples(capsys):
 
 
 def test_run_of_a_missing_script(tmp_path, capsys):
-    assert main(["run", str(tmp_path / "missing.py")]) == 1
+    assert main(["run", str(tmp_path / "missing.py")]) == exit_codes.USAGE
     assert "no such file" in capsys.readouterr().err
 
 

@@ -18,7 +18,7 @@ SIZE = (100, 32)
 
 def visible_text(app: InspectorApp) -> str:
     """The token stream as drawn (the lines on screen, scroll included)."""
-    view = app.token_view
+    view = app.inspector.token_view
     return "\n".join(view.render_line(y).text.rstrip() for y in range(view.scrollable_content_region.height))
 
 
@@ -35,23 +35,23 @@ async def wait_for(pilot, predicate, timeout: float = 5.0) -> None:
 async def test_scrubbing_moves_the_cursor_and_the_detail_pane_shows_that_token():
     app = InspectorApp(small_store())
     async with app.run_test(size=SIZE) as pilot:
-        idx = app.index
-        assert app.cursor.seq == app.cursor.end_seq
+        idx = app.inspector.index
+        assert app.inspector.cursor.seq == app.inspector.cursor.end_seq
         await pilot.press("left")
-        assert app.cursor.seq == idx.seqs[idx.n - 1]
-        assert app.detail_pane.shown_token == idx.n - 1
+        assert app.inspector.cursor.seq == idx.seqs[idx.n - 1]
+        assert app.inspector.detail_pane.shown_token == idx.n - 1
         await pilot.press("left")
         await pilot.pause()
-        assert app.cursor.seq == idx.seqs[idx.n - 2]
-        assert app.detail_pane.shown_token == idx.n - 2
-        text = app.detail_pane.plain_text()
+        assert app.inspector.cursor.seq == idx.seqs[idx.n - 2]
+        assert app.inspector.detail_pane.shown_token == idx.n - 2
+        text = app.inspector.detail_pane.plain_text()
         assert "forced" in text and "allowed 1" in text and "gen answer · open" in text
         assert "Sure" not in visible_text(app)  # the screen shows the store up to the cursor
         await pilot.press("home")
-        assert app.cursor.seq == idx.seqs[0]
+        assert app.inspector.cursor.seq == idx.seqs[0]
         assert visible_text(app).strip().startswith("user")
         await pilot.press("end")
-        assert app.cursor.seq == app.cursor.end_seq
+        assert app.inspector.cursor.seq == app.inspector.cursor.end_seq
         assert "Sure" in visible_text(app)
 
 
@@ -61,19 +61,19 @@ async def test_jumping_to_a_backtrack_selects_the_token_it_took_back():
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("home", "b")
         await pilot.pause()
-        idx = app.index
+        idx = app.inspector.index
         bt = idx.backtracks[0]
-        assert app.cursor.seq == bt.seq
-        assert app.detail_pane.shown_token == bt.removed[-1]
-        assert "taken back by backtrack 1" in app.detail_pane.plain_text()
-        assert idx.backtracks_at(app.backtrack_pane.seq) == 1
+        assert app.inspector.cursor.seq == bt.seq
+        assert app.inspector.detail_pane.shown_token == bt.removed[-1]
+        assert "taken back by backtrack 1" in app.inspector.detail_pane.plain_text()
+        assert idx.backtracks_at(app.inspector.backtrack_pane.seq) == 1
         assert "? 4 is" in visible_text(app)  # struck through, still shown
         await pilot.press("x")  # hide backtracked tokens
         assert "? 4 is" not in visible_text(app)
         assert "? 4" in visible_text(app)
         await pilot.press("x")
         await pilot.press("B")
-        assert app.cursor.seq == bt.seq  # no earlier backtrack: stays
+        assert app.inspector.cursor.seq == bt.seq  # no earlier backtrack: stays
 
 
 @sync
@@ -81,12 +81,12 @@ async def test_choosing_a_backtrack_in_its_pane_moves_the_cursor_there():
     app = InspectorApp(synthetic_store(600))
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("k")
-        assert app.backtrack_pane.has_focus
+        assert app.inspector.backtrack_pane.has_focus
         await pilot.press("home")
-        app.backtrack_pane.highlighted = 2
+        app.inspector.backtrack_pane.highlighted = 2
         await pilot.press("enter")
         await pilot.pause()
-        assert app.cursor.seq == app.index.backtracks[2].seq
+        assert app.inspector.cursor.seq == app.inspector.index.backtracks[2].seq
 
 
 def backtracks_tab_label(app: InspectorApp) -> str:
@@ -100,10 +100,10 @@ async def test_the_backtracks_tab_counts_the_whole_run_and_the_metrics_bar_those
         await pilot.pause()
         assert backtracks_tab_label(app) == "Backtracks 1"
         await pilot.press("home")
-        bar = "".join(text for text, _ in app.metrics_bar.runs(SIZE[0]))
+        bar = "".join(text for text, _ in app.inspector.metrics_bar.runs(SIZE[0]))
         assert "0/1 backtrack " in bar
         await pilot.press("end")
-        bar = "".join(text for text, _ in app.metrics_bar.runs(SIZE[0]))
+        bar = "".join(text for text, _ in app.inspector.metrics_bar.runs(SIZE[0]))
         assert "│ 1 backtrack " in bar and "/1 backtrack" not in bar
 
 
@@ -116,15 +116,15 @@ async def test_the_backtracks_tab_catches_up_with_backtracks_that_arrive_in_quic
     async with app.run_test(size=SIZE) as pilot:
         for ev in events[:half]:
             store.append(ev)
-        await wait_for(pilot, lambda: app.index.n > 0 and backtracks_tab_label(app) != "Backtracks")
+        await wait_for(pilot, lambda: app.inspector.index.n > 0 and backtracks_tab_label(app) != "Backtracks")
         first = backtracks_tab_label(app)
         for ev in events[half:]:  # more backtracks, well within the tab's one-second relabel gap
             store.append(ev)
-        await wait_for(pilot, lambda: app.cursor.end_seq == len(store) - 1)
-        total = len(app.index.backtracks)
+        await wait_for(pilot, lambda: app.inspector.cursor.end_seq == len(store) - 1)
+        total = len(app.inspector.index.backtracks)
         assert first != f"Backtracks {total}"
         await wait_for(pilot, lambda: backtracks_tab_label(app) == f"Backtracks {total}", timeout=10.0)
-        assert app.metrics_bar.stats.backtracks == app.metrics_bar.stats.backtracks_total == total
+        assert app.inspector.metrics_bar.stats.backtracks == app.inspector.metrics_bar.stats.backtracks_total == total
 
 
 @sync
@@ -132,11 +132,11 @@ async def test_a_pane_in_an_inactive_tab_shows_the_cursor_once_its_tab_opens():
     app = InspectorApp(synthetic_store(3000))
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("end", *["B"] * 5)  # the backtrack list sits in its inactive tab
-        assert app.index.backtracks_at(app.cursor.seq) > app.backtrack_pane.size.height  # below its first page
+        assert app.inspector.index.backtracks_at(app.inspector.cursor.seq) > app.inspector.backtrack_pane.size.height  # below its first page
         app.query_one("#tabs", TabbedContent).active = "tab-backtracks"  # as a click on the tab: no focus
         await pilot.pause()
-        bts = app.backtrack_pane
-        current = app.index.backtracks_at(app.cursor.seq) - 1
+        bts = app.inspector.backtrack_pane
+        current = app.inspector.index.backtracks_at(app.inspector.cursor.seq) - 1
         top = bts.scroll_offset.y
         assert top <= current < top + bts.size.height
         marked = [y for y in range(bts.size.height) if bts.render_line(y).text.startswith("▸")]
@@ -145,8 +145,8 @@ async def test_a_pane_in_an_inactive_tab_shows_the_cursor_once_its_tab_opens():
         await pilot.press("end", "B", "B")  # now the tree is the hidden one
         await pilot.press("t")
         await pilot.pause()
-        tree = app.tree_pane
-        node = tree.trace.by_id[app.index.token(app._selected()).node_id]
+        tree = app.inspector.tree_pane
+        node = tree.trace.by_id[app.inspector.index.token(app.inspector._selected()).node_id]
         assert tree.cursor_line == tree.row_of(node)
         top = tree.scroll_offset.y
         assert top <= tree.cursor_line < top + tree.scrollable_content_region.height
@@ -161,11 +161,11 @@ async def test_a_seek_holds_garbage_collection_only_until_its_frame_is_drawn():
     async with app.run_test(size=SIZE) as pilot:
         await pilot.pause()
         assert gc.isenabled()
-        app.action_home()
+        app.inspector.action_home()
         assert not gc.isenabled()
         await pilot.pause()
         assert gc.isenabled()
-        app.action_end()
+        app.inspector.action_end()
     assert gc.isenabled()  # the app went away before that frame: the collector is back all the same
 
 
@@ -174,7 +174,7 @@ async def test_next_low_probability_token():
     app = InspectorApp(small_store())
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("home", "l")
-        tok = app.index.token(app.detail_pane.shown_token)
+        tok = app.inspector.index.token(app.inspector.detail_pane.shown_token)
         assert tok.bytes == b" is" and tok.prob < 0.1
 
 
@@ -183,37 +183,37 @@ async def test_selecting_a_tree_node_highlights_its_tokens_and_selects_its_first
     app = InspectorApp(small_store())
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("home")  # the node lies after the cursor: choosing it moves the cursor
-        tree = app.tree_pane
+        tree = app.inspector.tree_pane
         node = tree.trace.by_id[2]
         tree.focus()
         tree.choose(node)
         await pilot.pause()
-        assert app.token_view.highlight == (node.open_seq, node.close_seq)
-        first = app.index.count_at(node.open_seq)
-        assert app.index.token(first).bytes == b" 4"
-        assert app.detail_pane.shown_token == first
-        assert app.cursor.seq >= node.close_seq
+        assert app.inspector.token_view.highlight == (node.open_seq, node.close_seq)
+        first = app.inspector.index.count_at(node.open_seq)
+        assert app.inspector.index.token(first).bytes == b" 4"
+        assert app.inspector.detail_pane.shown_token == first
+        assert app.inspector.cursor.seq >= node.close_seq
         await pilot.press("escape")
-        assert app.token_view.highlight is None
+        assert app.inspector.token_view.highlight is None
 
 
 @sync
 async def test_clicking_a_token_selects_it_and_its_node():
     app = InspectorApp(small_store())
     async with app.run_test(size=SIZE) as pilot:
-        view = app.token_view
-        idx = app.index
+        view = app.inspector.token_view
+        idx = app.inspector.index
         target = idx.n - 1  # " Sure", in the select node
         spot = next((x, y) for y in range(5) for x in range(60) if view.token_at_offset(x, y) == target)
         region = view.content_region
         await pilot.click(offset=(region.x + spot[0], region.y + spot[1]))
         await pilot.pause()
-        assert app.detail_pane.shown_token == target
+        assert app.inspector.detail_pane.shown_token == target
         assert tree_cursor_node_id(app) == 3
 
 
 def tree_cursor_node_id(app: InspectorApp) -> int:
-    node = app.tree_pane.cursor_node
+    node = app.inspector.tree_pane.cursor_node
     return getattr(node, "node_id", None)
 
 
@@ -224,11 +224,11 @@ async def test_an_error_run_shows_the_traceback_and_status_error():
         await pilot.pause()
         pane = app.query_one("#error")
         assert pane.has_class("-shown")
-        assert "ZeroDivisionError" in str(app.error_text.render())
-        assert app.metrics_bar.stats.status == "error"
+        assert "ZeroDivisionError" in str(app.inspector.error_pane.body.render())
+        assert app.inspector.metrics_bar.stats.status == "error"
         await pilot.press("left")  # before the RunEnd: not an error yet
         assert not pane.has_class("-shown")
-        assert app.metrics_bar.stats.status == "running"
+        assert app.inspector.metrics_bar.stats.status == "running"
 
 
 @sync
@@ -238,7 +238,7 @@ async def test_a_live_script_that_raises_is_marked_error_and_its_exit_code_retur
     async with app.run_test(size=SIZE) as pilot:
         await wait_for(pilot, app.script_done.is_set)
         await wait_for(pilot, lambda: app.query_one("#error").has_class("-shown"))
-        assert app.metrics_bar.stats.status == "error"
+        assert app.inspector.metrics_bar.stats.status == "error"
         await pilot.press("q")
     assert app.return_value == 3
 
@@ -251,20 +251,20 @@ async def test_live_mode_follows_the_end_and_stops_following_after_a_scrub():
     async with app.run_test(size=SIZE) as pilot:
         producer.start()
         try:
-            await wait_for(pilot, lambda: app.index.n > 200)
+            await wait_for(pilot, lambda: app.inspector.index.n > 200)
             await pilot.pause(0.1)
-            assert app.cursor.following
-            assert app.cursor.seq == app.cursor.end_seq
+            assert app.inspector.cursor.following
+            assert app.inspector.cursor.seq == app.inspector.cursor.end_seq
             await pilot.press("left")
-            held = app.cursor.seq
-            end_then = app.cursor.end_seq
-            await wait_for(pilot, lambda: app.cursor.end_seq > end_then + 50)
-            assert not app.cursor.following and app.cursor.seq == held
+            held = app.inspector.cursor.seq
+            end_then = app.inspector.cursor.end_seq
+            await wait_for(pilot, lambda: app.inspector.cursor.end_seq > end_then + 50)
+            assert not app.inspector.cursor.following and app.inspector.cursor.seq == held
             await pilot.press("end")
-            assert app.cursor.following
-            await wait_for(pilot, lambda: app.cursor.end_seq > held + 100)
+            assert app.inspector.cursor.following
+            await wait_for(pilot, lambda: app.inspector.cursor.end_seq > held + 100)
             await pilot.pause(0.1)
-            assert app.cursor.seq == app.cursor.end_seq
+            assert app.inspector.cursor.seq == app.inspector.cursor.end_seq
         finally:
             producer.stop.set()
             producer.join()
@@ -275,24 +275,24 @@ async def test_play_advances_the_cursor_and_space_pauses():
     app = InspectorApp(synthetic_store(3000))
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("home")
-        start = app.cursor.seq
+        start = app.inspector.cursor.seq
         await pilot.press("plus")  # 2×: ~90 tokens a second of this trace
         await pilot.press("space")
-        assert app.cursor.playing
+        assert app.inspector.cursor.playing
         await pilot.pause(0.3)
-        assert app.cursor.seq > start
+        assert app.inspector.cursor.seq > start
         await pilot.press("space")
-        assert not app.cursor.playing
-        held = app.cursor.seq
+        assert not app.inspector.cursor.playing
+        held = app.inspector.cursor.seq
         await pilot.pause(0.1)
-        assert app.cursor.seq == held
+        assert app.inspector.cursor.seq == held
 
 
 @sync
 async def test_colour_and_underline_metrics_cycle():
     app = InspectorApp(small_store())
     async with app.run_test(size=SIZE) as pilot:
-        opts = app.token_view.options
+        opts = app.inspector.token_view.options
         assert opts.color_metric == "probability"
         await pilot.press("c")
         assert opts.color_metric == "latency"
@@ -300,7 +300,7 @@ async def test_colour_and_underline_metrics_cycle():
         assert opts.color_metric == "probability"
         await pilot.press("u")
         assert opts.underline_metric == "probability"
-        assert "underline: unlikely" in app.token_view.border_subtitle
+        assert "underline: unlikely" in app.inspector.token_view.border_subtitle
         await pilot.press("w")
         assert opts.show_whitespace
         assert "·is" in visible_text(app)
@@ -313,7 +313,7 @@ async def test_help_opens_with_question_mark_and_closes_with_escape():
         await pilot.press("question_mark")
         assert isinstance(app.screen, HelpScreen)
         await pilot.press("left")  # timeline keys do not leak through the modal
-        assert app.cursor.seq == app.cursor.end_seq
+        assert app.inspector.cursor.seq == app.inspector.cursor.end_seq
         await pilot.press("escape")
         assert not isinstance(app.screen, HelpScreen)
 
@@ -328,12 +328,13 @@ async def test_command_palette_runs_inspector_commands():
         await pilot.press(*"next backtrack")
         await pilot.pause(0.3)
         await pilot.press("enter")
-        await wait_for(pilot, lambda: app.cursor.seq == app.index.backtracks[0].seq)
+        await wait_for(pilot, lambda: app.inspector.cursor.seq == app.inspector.index.backtracks[0].seq)
 
 
 def test_every_binding_has_an_id_and_a_description():
-    from guidance_tui.app.keymap import BINDINGS
+    from guidance_tui.app.actions import bindings
 
+    BINDINGS = bindings()
     ids = [b.id for b in BINDINGS]
     assert all(ids) and len(set(ids)) == len(ids)
     assert all(b.description and b.tooltip for b in BINDINGS)
@@ -346,50 +347,50 @@ async def test_usable_at_small_and_large_sizes(size):
     async with app.run_test(size=size) as pilot:
         await pilot.press("home", "right", "right", "b", "l", "c", "x", "end")
         await pilot.pause()
-        assert app.token_view.size.width >= 30
-        assert app.detail_pane.display
+        assert app.inspector.token_view.size.width >= 30
+        assert app.inspector.detail_pane.display
 
 
 @sync
 async def test_a_live_run_on_a_machine_with_no_idle_core_is_drawn_less_often():
-    from guidance_tui import app as app_module
+    from guidance_tui.state import pacer as app_module
     from tracing import Metric
 
     store = TraceStore()
     app = InspectorApp(store, live=True, use_monitor=False)
     async with app.run_test(size=SIZE) as pilot:
-        assert app._stream_hz == app_module.STREAM_HZ
+        assert app.inspector.pacer.stream_hz == app_module.STREAM_HZ
         store.append(Metric(cpu=99.0, ram_used=1, ram_total=2))
-        await wait_for(pilot, lambda: app._stream_hz == app_module.STREAM_HZ_BUSY)
+        await wait_for(pilot, lambda: app.inspector.pacer.stream_hz == app_module.STREAM_HZ_BUSY)
         store.append(Metric(cpu=85.0, ram_used=1, ram_total=2))  # between the thresholds: no change
         await pilot.pause(0.1)
-        assert app._stream_hz == app_module.STREAM_HZ_BUSY
+        assert app.inspector.pacer.stream_hz == app_module.STREAM_HZ_BUSY
         store.append(Metric(cpu=40.0, ram_used=1, ram_total=2))
-        await wait_for(pilot, lambda: app._stream_hz == app_module.STREAM_HZ)
+        await wait_for(pilot, lambda: app.inspector.pacer.stream_hz == app_module.STREAM_HZ)
 
 
 @sync
 async def test_a_live_run_pouring_in_events_is_drawn_less_often_and_the_stream_frames_draw_only_the_stream():
-    from guidance_tui import app as app_module
+    from guidance_tui.state import pacer as app_module
     from tracing.synthetic import synthetic_events
 
     store = TraceStore()
     app = InspectorApp(store, live=True, use_monitor=False)
     events = [e for e in synthetic_events(100_000, seed=4) if type(e).__name__ != "Metric"]
     async with app.run_test(size=SIZE) as pilot:
-        assert app._stream_hz == app_module.STREAM_HZ
+        assert app.inspector.pacer.stream_hz == app_module.STREAM_HZ
         timeline_syncs = []
-        real_sync = app.timeline_bar.sync
-        app.timeline_bar.sync = lambda: (timeline_syncs.append(app._drew), real_sync())
+        real_sync = app.inspector.timeline_bar.sync
+        app.inspector.timeline_bar.sync = lambda: (timeline_syncs.append(app.inspector.pacer.drew_stream), real_sync())
         # 4k events a tick, for about a second: far over FIREHOSE_EVENTS_S even on a slow machine
         for i in range(0, len(events), 4_000):
             store.extend(events[i:i + 4_000])
-            await pilot.pause(1 / app.tick_hz)
-        assert app._stream_hz == app_module.STREAM_HZ_FIREHOSE
+            await pilot.pause(1 / app.inspector.pacer.tick_hz)
+        assert app.inspector.pacer.stream_hz == app_module.STREAM_HZ_FIREHOSE
         # the timeline (a widget far from the stream) is synced on ticks that did not redraw the stream
         assert timeline_syncs and not any(timeline_syncs)
-        await wait_for(pilot, lambda: app._stream_hz == app_module.STREAM_HZ)  # the flood is over
-        await wait_for(pilot, lambda: app.timeline_bar._key is not None and app.timeline_bar._key[1] == store.last_seq)
+        await wait_for(pilot, lambda: app.inspector.pacer.stream_hz == app_module.STREAM_HZ)  # the flood is over
+        await wait_for(pilot, lambda: app.inspector.timeline_bar._key is not None and app.inspector.timeline_bar._key[1] == store.last_seq)
 
 
 @sync
@@ -406,13 +407,13 @@ async def test_a_replayed_file_shows_a_tokens_top_k_read_on_demand(tmp_path):
     loader.load(100)
     app = InspectorApp(loader.store, loader=loader)
     async with app.run_test(size=SIZE) as pilot:
-        await wait_for(pilot, lambda: app.loader is None)
-        assert app.store[tok.seq].top == ()  # still packed
-        app.cursor.seek(tok.seq)
-        app._moved(True)
-        await wait_for(pilot, lambda: app.detail_pane.shown_token == app.index.token_at(tok.seq))
-        text = app.detail_pane.plain_text()
+        await wait_for(pilot, lambda: app.inspector.loader is None)
+        assert app.inspector.store[tok.seq].top == ()  # still packed
+        app.inspector.cursor.seek(tok.seq)
+        app.inspector._moved(True)
+        await wait_for(pilot, lambda: app.inspector.detail_pane.shown_token == app.inspector.index.token_at(tok.seq))
+        text = app.inspector.detail_pane.plain_text()
         assert "top-k" in text and "masked" in text and text.count("\n") >= 5
-        got = app.store[tok.seq].top  # kept, as the file has them (probabilities in float16)
+        got = app.inspector.store[tok.seq].top  # kept, as the file has them (probabilities in float16)
         assert [(a.id, a.bytes, a.masked) for a in got] == [(a.id, a.bytes, a.masked) for a in tok.top]
         assert all(abs(a.prob - b.prob) <= 1e-3 for a, b in zip(got, tok.top))

@@ -37,7 +37,7 @@ def test_node_highlight_from_the_tree(snap_compare):
     async def choose(pilot):
         await pilot.pause()
         app = pilot.app
-        tree = app.tree_pane
+        tree = app.inspector.tree_pane
         tree.focus()
         tree.choose(tree.trace.by_id[2])
         await pilot.pause()

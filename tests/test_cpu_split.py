@@ -88,7 +88,7 @@ async def test_the_app_splits_the_cpus_during_a_flood_and_gives_them_back_when_t
         deadline = loop.time() + 60
         while not app.script_done.is_set():
             assert loop.time() < deadline, "the script never ended"
-            split = app._cpu_split
+            split = app.inspector._cpu_split
             if split is not None and split.active and run.pid is not None:
                 try:
                     seen.append(os.sched_getaffinity(run.pid))
@@ -97,7 +97,7 @@ async def test_the_app_splits_the_cpus_during_a_flood_and_gives_them_back_when_t
             await pilot.pause(0.05)
         await pilot.pause(0.2)  # a tick after the end
         assert run.result.status == "done"
-        assert app._cpu_split is None or not app._cpu_split.active
+        assert app.inspector._cpu_split is None or not app.inspector._cpu_split.active
         assert os.sched_getaffinity(0) == ours_before
         if len(ours_before) >= 2:
             assert seen and all(s == ours_before - {max(ours_before)} for s in seen)

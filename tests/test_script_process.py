@@ -143,8 +143,8 @@ async def test_the_app_follows_a_script_process_and_shows_its_error(tmp_path):
         while not (app.script_done.is_set() and app.query_one("#error").has_class("-shown")):
             assert loop.time() < deadline, "the error never showed"
             await pilot.pause(0.05)
-        assert "ZeroDivisionError" in str(app.error_text.render())
-        assert app.metrics_bar.stats.status == "error"
+        assert "ZeroDivisionError" in str(app.inspector.error_pane.body.render())
+        assert app.inspector.metrics_bar.stats.status == "error"
         assert isinstance(run.store[0], RunStart)
         await pilot.press("q")
     assert app.return_value == 3

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import time
+
 import pytest
 from _app_support import small_events, stamped
 from _tmux_support import Tmux, _cli, needs_tmux
@@ -49,6 +52,60 @@ def test_replay_of_a_large_trace_streams_in_and_scrubs(tmp_path):
         term.wait_for("1/20,000 tok")
         term.keys("PageDown", "PageDown")
         term.wait_for("201/20,000 tok")
+        term.keys("q")
+        term.wait_for("EXIT=0")
+    finally:
+        term.close()
+
+
+SENTENCE = "One fact about Mondays: Mondays are the only day of the week when the sun is not in the sky."
+
+
+def long_line_events() -> list:
+    """A run whose one line is wider than the token pane at 130 and at 80 columns (and than
+    the view's starting layout width, 80): it must wrap, not lose the end of a row."""
+    from _app_support import _tok
+
+    from tracing import NodeClose, NodeOpen, RunEnd, RunStart, TokenKind
+
+    ev: list = [RunStart(script="fact.py", argv=["fact.py"], model="m", backend="synthetic"),
+                NodeOpen(node_id=1, parent_id=0, base_id=0, kind="gen", name="fact")]
+    pos = 0
+    words = SENTENCE.replace(" ", "\0 ").split("\0")  # words with their leading space, as a tokenizer cuts
+    for i, text in enumerate(words):
+        ev.append(_tok(1, pos, text, TokenKind.PROMPT if i < 4 else TokenKind.GENERATED))
+        pos += len(text)
+    ev += [NodeClose(node_id=1, stop_reason="grammar"), RunEnd(status="done")]
+    return stamped(ev)
+
+
+def token_pane_text(screen: str) -> str:
+    """The token pane's rows (the first bordered box on the left) joined back into text."""
+    rows = []
+    for line in screen.splitlines():
+        if line.startswith("│"):
+            rows.append(line[1:line.index("│", 1)].removeprefix(" ").rstrip())
+    return "".join(rows)
+
+
+@pytest.mark.parametrize("width", [130, 80])
+def test_replay_shows_every_word_of_a_wrapped_line_at_once_and_after_a_resize(tmp_path, width):
+    path = tmp_path / "fact.gtt"
+    write_trace(path, long_line_events())
+    term = Tmux(" ".join(_cli() + ["replay", str(path)]), width=width, height=30)
+    try:
+        screen = term.wait_for("REPLAY")
+        assert SENTENCE in token_pane_text(screen), screen  # on the first frame, with no key pressed
+        other = 80 if width == 130 else 130
+        subprocess.run(["tmux", "resize-window", "-t", term.name, "-x", str(other), "-y", "30"], check=True)
+        pane_edge = screen.splitlines()[1].index("╮")  # the token pane's top right corner
+        deadline = time.monotonic() + 10
+        while screen.splitlines()[1].find("╮") == pane_edge and time.monotonic() < deadline:
+            time.sleep(0.2)
+            screen = term.screen()
+        time.sleep(1.0)  # a stale frame would stay: nothing else redraws the stream
+        screen = term.screen()
+        assert SENTENCE in token_pane_text(screen), screen
         term.keys("q")
         term.wait_for("EXIT=0")
     finally:

@@ -10,7 +10,7 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
-from guidance_tui.app.keymap import help_rows
+from guidance_tui.app.actions import help_rows
 
 LEGEND = [
     ("background", "colour metric (c): probability red → yellow → green, latency green (fast) → red "
@@ -39,8 +39,7 @@ class HelpScreen(ModalScreen[None]):
     """
 
     def _heading(self, text: str) -> Text:
-        color = getattr(self.app, "app_colors", {}).get("primary", "")
-        return Text(text, style=f"bold {color}".strip())
+        return Text(text, style=f"bold {self.app.text_styles.primary}")
 
     def compose(self) -> ComposeResult:
         scroll = VerticalScroll(Static(self._keys(), id="help-keys"), Static(self._legend(), id="help-legend"))
@@ -53,7 +52,7 @@ class HelpScreen(ModalScreen[None]):
         table.add_column("key", style="bold", no_wrap=True, min_width=10)
         table.add_column("what")
         section = None
-        for sec, keys, desc in help_rows():
+        for sec, keys, desc in help_rows(self.app.keymap):
             if sec != section:
                 if section is not None:
                     table.add_row("", "")

@@ -61,17 +61,37 @@ def run_plain(run, file=None) -> int:
     return report(run, execute(run, PlainTranscript(run.store, file=file)), frames=False)
 
 
+def make_app(store, **options):
+    """The inspector app with the user's keymap and saved theme; a broken keymap is a one-line error."""
+    from guidance_tui import config
+    from guidance_tui.app import InspectorApp
+    from guidance_tui.app.actions import BY_ID
+
+    try:
+        keymap = config.load_keymap(BY_ID)
+    except config.ConfigError as e:
+        raise CliError(str(e), exit_codes.USAGE) from None
+    settings, warning = config.load_settings()
+
+    def save_theme(name: str) -> None:
+        settings.theme = name
+        config.save_settings(settings)
+
+    app = InspectorApp(store, keymap=keymap, theme=settings.theme, on_theme=save_theme, **options)
+    app.startup_warning = warning or ""
+    return app
+
+
 def run_app(run, title: str) -> int:
     """Open the inspector over ``run`` (a ScriptProcess); returns the script's exit code."""
-    from guidance_tui.app import InspectorApp
     from guidance_tui.run.script_process import StartError
 
+    app = make_app(run.store, script_run=run, live=True, title=title)  # first: a bad keymap starts nothing
     try:
         run.start()
     except StartError as e:
         raise CliError(str(e)) from None
     _lower_priority()
-    app = InspectorApp(run.store, script_run=run, live=True, title=title)
     app.run()
     if not app.script_done.is_set():
         run.cancel()
@@ -144,9 +164,7 @@ def cmd_replay(args) -> int:
         raise CliError(str(loader.error))
     if len(loader.store) == 0 and loader.done.is_set():
         raise CliError(f"{args.file}: the trace holds no events")
-    from guidance_tui.app import InspectorApp
-
-    app = InspectorApp(loader.store, loader=None if loader.done.is_set() else loader, title=Path(args.file).name)
+    app = make_app(loader.store, loader=None if loader.done.is_set() else loader, title=Path(args.file).name)
     if loader.done.is_set() and loader.dropped_bytes:
         app.startup_warning = (f"The trace ends mid-event ({loader.dropped_bytes} bytes dropped): "
                                "the run was cut short.")

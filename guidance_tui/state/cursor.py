@@ -19,6 +19,19 @@ LOW_PROB = 0.1  # "low probability" for the jump key
 MAX_GAP_US = 1_000_000  # playback skips idle gaps longer than this
 
 
+@dataclass(frozen=True)
+class At:
+    """What every pane is shown: the store up to ``seq``, with ``token`` (an
+    index into the token columns, -1 for none) selected.  ``mode`` is live,
+    replay or loading; ``scroll`` tells the token stream where to scroll:
+    "end", "follow", "selected" or None (leave it)."""
+
+    seq: int
+    token: int
+    mode: str = "replay"
+    scroll: str | None = None
+
+
 @dataclass
 class Cursor:
     index: TokenIndex

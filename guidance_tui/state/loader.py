@@ -35,10 +35,6 @@ class TraceLoader:
         self._thread: threading.Thread | None = None
         self._stop = False
 
-    @property
-    def fraction(self) -> float:
-        return self._pos / max(1, len(self._data))
-
     def load(self, max_events: int | None = None) -> bool:
         """Decode up to ``max_events`` more events into the store; True when the file is done."""
         if self._stop or self.done.is_set():

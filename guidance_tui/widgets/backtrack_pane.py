@@ -21,6 +21,8 @@ from textual.strip import Strip
 from guidance_tui.widgets.offscreen import displayed
 from guidance_tui.state.token_index import TokenIndex
 from guidance_tui.state.token_text import glyphs
+from guidance_tui.state.cursor import At
+from guidance_tui.widgets.styles import Styles
 
 
 def _text_of(index: TokenIndex, tokens) -> str:
@@ -53,7 +55,7 @@ class BacktrackList(ScrollView, can_focus=True):
         super().__init__(id=id)
         self.index = index
         self.seq = -1
-        self.pcolors: dict[str, str] = {}
+        self.text_styles = Styles()
         self._cache: LRUCache[tuple, Strip] = LRUCache(256)
         self._gen = 0
         self._count = 0
@@ -92,6 +94,13 @@ class BacktrackList(ScrollView, can_focus=True):
     def on_show(self) -> None:
         if self._stale:
             self._redraw(scroll=True)
+
+    def show_at(self, at: At) -> None:
+        self.set_cursor(at.seq)
+
+    def apply_styles(self, styles: Styles) -> None:
+        self.text_styles = styles
+        self.restyle()
 
     def restyle(self) -> None:
         self._gen += 1
@@ -137,7 +146,7 @@ class BacktrackList(ScrollView, can_focus=True):
         if row >= len(idx.backtracks):
             if row == 0:
                 return Strip([Segment("No backtracks" + (" yet" if idx.store.run_end() is None else ""),
-                                      Style.parse(self.pcolors.get("muted", "dim")))]).extend_cell_length(width)
+                                      Style.parse(self.text_styles.muted))]).extend_cell_length(width)
             return Strip.blank(width, base)
         current = idx.backtracks_at(self.seq) - 1
         tail = idx.n if row >= len(idx.backtracks) - 2 else 0  # its replacement may still be arriving
@@ -150,11 +159,11 @@ class BacktrackList(ScrollView, can_focus=True):
 
     def _render_row(self, row: int, width: int, current: int, base: Style) -> Strip:
         idx = self.index
-        c = self.pcolors
+        c = self.text_styles
         bt = idx.backtracks[row]
         past = row <= current
         def st(name: str, **kw) -> Style:
-            color = c.get(name)
+            color = getattr(c, name)
             return base + (Style.parse(color) if color else Style()) + Style(**kw)
 
         removed = _text_of(idx, bt.removed) or glyphs(bt.data).visible
@@ -172,7 +181,7 @@ class BacktrackList(ScrollView, can_focus=True):
             cursor = self.get_component_rich_style("backtrack--cursor")
             strip = Strip([Segment(seg.text, (seg.style or base) + cursor) for seg in strip])
         elif not past:
-            strip = Strip([Segment(seg.text, (seg.style or base) + Style(color=c.get("faint") or None, dim=not c.get("faint")))
+            strip = Strip([Segment(seg.text, (seg.style or base) + Style.parse(c.faint))
                            for seg in strip])
         return strip.extend_cell_length(width, base)
 

@@ -22,6 +22,8 @@ from guidance_tui.widgets.colors import KIND_NAMES
 from guidance_tui.widgets.strips import Run, runs_strip
 from guidance_tui.state.token_index import TokenIndex
 from guidance_tui.state.token_text import glyphs
+from guidance_tui.state.cursor import At
+from guidance_tui.widgets.styles import Styles
 
 
 BAR_W = 6
@@ -99,7 +101,7 @@ class DetailPane(Widget):
         super().__init__(id=id)
         self.index = index
         self.trace = trace
-        self.pcolors: dict[str, str] = {}
+        self.text_styles = Styles()
         self._shown: tuple | None = None
         self.shown_token = -1
         self._rows: list[Row] = []
@@ -107,9 +109,18 @@ class DetailPane(Widget):
         self._lines_at_width: list[list[Run]] = []
         self._strips: dict[int, Strip] = {}
 
+    def show_at(self, at: At, *, force: bool = False) -> None:
+        if self.display:
+            self.show(at.token, at.seq, force=force)
+
+    def apply_styles(self, styles: Styles) -> None:
+        self.text_styles = styles
+        self._shown = None  # the rows carry their styles: build them again
+        self.refresh()
+
     def show(self, t: int, seq: int, *, force: bool = False) -> None:
         key = (t, seq if t >= 0 and self.index.removed_at.get(t, -1) >= 0 else 0,
-               self._node_close_key(t, seq), tuple(self.pcolors.items()))
+               self._node_close_key(t, seq), self.text_styles)
         if key == self._shown and not force:
             return
         self._shown = key
@@ -159,8 +170,8 @@ class DetailPane(Widget):
 
     def render_token(self, t: int, seq: int) -> list[Row]:
         """The pane's rows for token ``t`` at cursor ``seq`` (and its border title)."""
-        c = self.pcolors
-        muted = c.get("muted", "dim")
+        c = self.text_styles
+        muted = c.muted
         idx = self.index
         self.border_title = "Token"
         if t < 0 or t >= idx.n:
@@ -169,8 +180,8 @@ class DetailPane(Widget):
         kind = int(tok.kind)
         self.border_title = f"Token {t + 1:,} of {idx.n:,}"
         rows: list[Row] = []
-        rows.append([(f" {token_repr(tok.bytes)} ", c.get("chip", "reverse")),
-                     (f"  {KIND_NAMES.get(kind, '?')}", c.get("kind-" + KIND_NAMES.get(kind, ""), "bold")),
+        rows.append([(f" {token_repr(tok.bytes)} ", c.chip),
+                     (f"  {KIND_NAMES.get(kind, '?')}", c.for_kind(KIND_NAMES.get(kind, ""))),
                      (f"  id {tok.id}", muted)])
         text = glyphs(tok.bytes)
         if 3 in text.kinds:  # raw bytes: a character split across tokens
@@ -182,7 +193,7 @@ class DetailPane(Widget):
             rows.append(row)
             rows.append([(fmt_us(tok.latency_us), ""), ("  mask ", muted), (fmt_us(tok.mask_us), "")])
             row = [("allowed ", muted), ("?" if tok.allowed < 0 else f"{tok.allowed:,}",
-                                         c.get("accent", "") if tok.allowed == 1 else "")]
+                                         c.accent if tok.allowed == 1 else "")]
             if tok.allowed > 1 and idx.vocab_size:
                 row.append((f" of {idx.vocab_size:,}", muted))
             rows.append(row)
@@ -192,11 +203,11 @@ class DetailPane(Widget):
             if node.close_seq is not None and node.close_seq <= seq:
                 row += [(" · stop ", muted), (node.stop_reason or "end", "")]
             else:
-                row.append((" · open", c.get("accent", "")))
+                row.append((" · open", c.accent))
             rows.append(row)
         bt = idx.backtrack_of(t)
         if bt is not None and bt.seq <= seq:
-            row = [(f"↶ taken back by backtrack {bt.rank + 1}", c.get("warning", "yellow"))]
+            row = [(f"↶ taken back by backtrack {bt.rank + 1}", c.warning)]
             if bt.reason:
                 row.append((f" ({bt.reason})", muted))
             rows.append(row)
@@ -209,13 +220,13 @@ class DetailPane(Widget):
                 row = [(f"{rank:>2} ", muted),
                        (set_cell_size(token_repr(alt.bytes, name_w), name_w), "bold" if chosen else ""),
                        (" ", ""),
-                       (prob_bar(alt.prob, BAR_W), c.get("error" if alt.masked else "bar", "")),
+                       (prob_bar(alt.prob, BAR_W), c.error if alt.masked else c.bar),
                        (" ", ""),
                        (fmt_prob(alt.prob).rjust(PROB_W), muted if alt.masked else "")]
                 if alt.masked:
-                    row.append((" masked", c.get("error", "red")))
+                    row.append((" masked", c.error))
                 elif chosen:
-                    row.append((" ◂", c.get("accent", "")))
+                    row.append((" ◂", c.accent))
                 rows.append(row)
         elif kind == 1:
             rows.append(Wrapped("no top-k recorded", muted))

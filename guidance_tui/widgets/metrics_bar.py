@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 
-from guidance_tui.state.stats import RunStats
+from guidance_tui.state.cursor import At
+from guidance_tui.state.stats import RunStats, stats_at
+from guidance_tui.state.token_index import TokenIndex
 from guidance_tui.widgets.strips import Run, RunsBar, runs_width
+from guidance_tui.widgets.styles import Styles
 
 STATUS_ICONS = {"running": "●", "done": "✔", "error": "✖", "interrupted": "■", "empty": "○"}
 STATUS_COLORS = {"running": "accent", "done": "success", "error": "error", "interrupted": "warning",
@@ -25,12 +28,20 @@ def fmt_secs(s: float | None) -> str:
 class MetricsBar(RunsBar):
     DEFAULT_CSS = "MetricsBar { height: 1; }"
 
-    def __init__(self, *, id: str | None = None) -> None:
+    def __init__(self, index: TokenIndex, *, id: str | None = None) -> None:
         super().__init__(id=id)
+        self.index = index
         self.stats: RunStats | None = None
         self.mode = "replay"  # live | replay | loading
         self.title = ""
-        self.pcolors: dict[str, str] = {}
+        self.text_styles = Styles()
+
+    def show_at(self, at: At) -> None:
+        self.show(stats_at(self.index, at.seq), at.mode)
+
+    def apply_styles(self, styles: Styles) -> None:
+        self.text_styles = styles
+        self.refresh()
 
     def show(self, stats: RunStats, mode: str) -> None:
         if stats != self.stats or mode != self.mode:
@@ -39,13 +50,13 @@ class MetricsBar(RunsBar):
 
     def runs(self, width: int) -> list[Run]:
         """The line as (text, style) runs for a bar ``width`` cells wide."""
-        c = self.pcolors
-        muted = c.get("muted", "dim")
+        c = self.text_styles
+        muted = c.muted
         s = self.stats
         if s is None:
             return []
         wide = width >= 100
-        color = c.get("status-" + STATUS_COLORS.get(s.status, "muted"), "bold")
+        color = c.status(STATUS_COLORS.get(s.status, "muted"))
         runs: list[Run] = [(f" {STATUS_ICONS.get(s.status, '?')} {s.status} ", color)]
         # Backtracks up to the cursor, out of the run's total (the Backtracks tab's count) when they differ.
         bts = f"{s.backtracks:,}" if s.backtracks == s.backtracks_total else f"{s.backtracks:,}/{s.backtracks_total:,}"
@@ -70,5 +81,5 @@ class MetricsBar(RunsBar):
             room -= w
         if room > 0:
             runs.append((" " * room, ""))
-        runs.append((tail, c.get("mode-" + self.mode, muted)))
+        runs.append((tail, c.mode(self.mode)))
         return runs

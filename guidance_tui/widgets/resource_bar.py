@@ -15,6 +15,8 @@ from tracing import Metric
 from tracing.store import TraceStore
 
 from guidance_tui.widgets.strips import Run, RunsBar
+from guidance_tui.state.cursor import At
+from guidance_tui.widgets.styles import Styles
 
 BLOCKS = "▁▂▃▄▅▆▇█"
 
@@ -49,7 +51,7 @@ class ResourceBar(RunsBar):
         super().__init__(id=id)
         self.store = store
         self.seq = -1
-        self.pcolors: dict[str, str] = {}
+        self.text_styles = Styles()
         self.monitor = None  # a ResourceMonitor read directly when the store has no samples
         self._key = None
 
@@ -62,6 +64,13 @@ class ResourceBar(RunsBar):
             return self.monitor.history()[-n:]
         return []
 
+    def show_at(self, at: At) -> None:
+        self.set_cursor(at.seq)
+
+    def apply_styles(self, styles: Styles) -> None:
+        self.text_styles = styles
+        self.refresh()
+
     def set_cursor(self, seq: int) -> None:
         self.seq = seq
         seqs = self.store.seqs_of(Metric)
@@ -73,8 +82,8 @@ class ResourceBar(RunsBar):
 
     def runs(self, width: int) -> list[Run]:
         """The line as (text, style) runs for a bar ``width`` cells wide."""
-        c = self.pcolors
-        muted = c.get("muted", "dim")
+        c = self.text_styles
+        muted = c.muted
         samples = self.samples(max(8, width))
         gpus = samples[-1].gpus if samples else []
         cells = 4 if gpus else 3
@@ -91,14 +100,14 @@ class ResourceBar(RunsBar):
         def cell(label: str, values: list[float], top: float, value: str, color: str) -> None:
             spark_w = max(3, cell_w - len(label) - len(value) - 4)
             runs.append((f" {label} ", muted))
-            runs.append((sparkline(values, spark_w, top), c.get(color, "")))
+            runs.append((sparkline(values, spark_w, top), getattr(c, color)))
             runs.append((f" {value} ", "bold"))
 
         last = samples[-1]
-        cell("CPU", [m.cpu for m in samples], 100.0, f"{last.cpu:.0f}%", "spark-cpu")
+        cell("CPU", [m.cpu for m in samples], 100.0, f"{last.cpu:.0f}%", "spark_cpu")
         total = last.ram_total or 1
         cell("RAM", [m.ram_used for m in samples], float(total),
-             f"{fmt_bytes(last.ram_used)}/{fmt_bytes(total)}", "spark-ram")
+             f"{fmt_bytes(last.ram_used)}/{fmt_bytes(total)}", "spark_ram")
         if gpus:
             def mean_util(m: Metric) -> float:
                 return sum(g.util for g in m.gpus) / len(m.gpus) if m.gpus else float("nan")
@@ -108,9 +117,9 @@ class ResourceBar(RunsBar):
 
             vtotal = float(sum(g.mem_total for g in gpus)) or 1.0
             label = "GPU" if len(gpus) == 1 else f"GPU×{len(gpus)}"
-            cell(label, [mean_util(m) for m in samples], 100.0, f"{mean_util(last):.0f}%", "spark-gpu")
+            cell(label, [mean_util(m) for m in samples], 100.0, f"{mean_util(last):.0f}%", "spark_gpu")
             cell("VRAM", [vram(m) for m in samples], vtotal,
-                 f"{fmt_bytes(vram(last))}/{fmt_bytes(vtotal)}", "spark-vram")
+                 f"{fmt_bytes(vram(last))}/{fmt_bytes(vtotal)}", "spark_vram")
         else:
             runs.append((" GPU ", muted))
             runs.append(("none", muted))

@@ -6,8 +6,9 @@ from __future__ import annotations
 from textual import events
 from textual.message import Message
 
-from guidance_tui.state.cursor import Cursor
+from guidance_tui.state.cursor import At, Cursor
 from guidance_tui.widgets.strips import Run, RunsBar, runs_width
+from guidance_tui.widgets.styles import Styles
 
 
 def fmt_speed(speed: float) -> str:
@@ -27,11 +28,18 @@ class TimelineBar(RunsBar):
         super().__init__(id=id)
         self.cursor = cursor
         self.live = False
-        self.pcolors: dict[str, str] = {}
+        self.text_styles = Styles()
         self._key = None
         self._track = (0, 0)  # x, width of the track, for clicks
         self._marks_key: tuple | None = None
         self._marks_cache: set[int] = set()
+
+    def show_at(self, at: At) -> None:
+        self.sync()
+
+    def apply_styles(self, styles: Styles) -> None:
+        self.text_styles = styles
+        self.refresh()
 
     def sync(self) -> None:
         c = self.cursor
@@ -44,9 +52,9 @@ class TimelineBar(RunsBar):
         """The line as (text, style) runs for a bar ``width`` cells wide."""
         cur = self.cursor
         idx = cur.index
-        c = self.pcolors
-        muted = c.get("muted", "dim")
-        left: list[Run] = [(" ⏸ " if cur.playing else " ▶ ", c.get("accent", "bold")),
+        c = self.text_styles
+        muted = c.muted
+        left: list[Run] = [(" ⏸ " if cur.playing else " ▶ ", c.accent),
                            (f"{fmt_speed(cur.speed):>5} ", muted)]
         k = idx.count_at(cur.seq)
         right: list[Run] = [(f" {k:,}", "bold"), (f"/{idx.n:,} tok", muted)]
@@ -54,7 +62,7 @@ class TimelineBar(RunsBar):
             right.append((f"  seq {max(cur.seq, 0):,}/{max(cur.end_seq, 0):,}", muted))
         if self.live:
             right.append(("  ● follow" if cur.following else "  ○ scrubbed",
-                          c.get("accent" if cur.following else "muted", "")))
+                          c.accent if cur.following else c.muted))
         right.append((" ", ""))
         left_w = runs_width(left)
         track_w = max(4, width - left_w - runs_width(right) - 1)
@@ -62,8 +70,8 @@ class TimelineBar(RunsBar):
         end = max(cur.end_seq, 1)
         pos = int(round(max(cur.seq, 0) / end * (track_w - 1))) if cur.end_seq > 0 else 0
         marks = self._marks(track_w, end)
-        played, rest = c.get("track-played", "bold"), c.get("track-rest", "dim")
-        mark = c.get("track-mark", "yellow")
+        played, rest = c.track_played, c.track_rest
+        mark = c.track_mark
         # runs of equal style, not a call per cell
         cells = ["━" if x < pos else "─" for x in range(track_w)]
         kinds = [1 if x < pos else 2 for x in range(track_w)]
@@ -73,7 +81,7 @@ class TimelineBar(RunsBar):
         if 0 <= pos < track_w:
             cells[pos] = "●"
             kinds[pos] = 0
-        styles = {0: c.get("accent", "bold"), 1: played, 2: rest, 3: mark}
+        styles = {0: c.accent, 1: played, 2: rest, 3: mark}
         runs = left
         start = 0
         for x in range(1, track_w + 1):

@@ -24,6 +24,7 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from guidance_tui.widgets.colors import Palette
+from guidance_tui.state.cursor import At
 from guidance_tui.state.layout import LABEL_PAD, TokenLayout, label_text
 from guidance_tui.state.token_index import NEVER, TokenIndex
 from guidance_tui.state.token_text import NEWLINE, glyphs
@@ -71,6 +72,9 @@ class TokenView(ScrollView, can_focus=True):
         self._median = 0.0
 
     # -- state from the app --------------------------------------------
+    def show_at(self, at: At) -> None:
+        self.update_view(at.seq, at.token, scroll=at.scroll)
+
     def set_palette(self, palette: Palette) -> None:
         self.palette = palette
         self._restyle()

@@ -31,6 +31,8 @@ from tracing.tree import TraceNode, TraceTree
 
 from guidance_tui.widgets.offscreen import displayed
 from guidance_tui.state.token_index import TokenIndex
+from guidance_tui.state.cursor import At
+from guidance_tui.widgets.styles import Styles
 
 KIND_TAGS = {
     "program": "fn", "role": "role", "gen": "gen", "select": "select", "regex": "regex", "json": "json",
@@ -89,7 +91,7 @@ class NodeTree(ScrollView, can_focus=True):
         self.trace = TraceTree()
         self.index = index
         self.seq = -1
-        self.pcolors: dict[str, str] = {}
+        self.text_styles = Styles()
         self.folded: set[int] = set()  # node ids the user folded
         self._rows: list[Row] = []
         self._row_of: dict[int, int] = {}  # id(obj) -> row
@@ -173,6 +175,15 @@ class NodeTree(ScrollView, can_focus=True):
         else:
             for row in changed:
                 self.refresh_line(row)
+
+    def show_at(self, at: At) -> None:
+        self.set_cursor(at.seq)
+        if at.token >= 0 and not self.has_focus:
+            self.show_node_id(self.index.token(at.token).node_id)
+
+    def apply_styles(self, styles: Styles) -> None:
+        self.text_styles = styles
+        self.restyle()
 
     def restyle(self) -> None:
         self._cache.clear()
@@ -316,7 +327,7 @@ class NodeTree(ScrollView, can_focus=True):
             if base != self._base:
                 self._base = base
                 self._styles.clear()
-            guide = self._style(self.pcolors.get("guide", "dim"))
+            guide = self._style(self.text_styles.guide)
             segs = [Segment(r.prefix, guide)] if r.prefix else []
             if r.toggle and isinstance(r.obj, TraceNode):
                 segs.append(Segment("▶ " if r.obj.node_id in self.folded else "▼ ", guide))
@@ -362,18 +373,18 @@ class NodeTree(ScrollView, can_focus=True):
         return text
 
     def label_parts(self, obj) -> list[tuple[str, str]]:
-        c = self.pcolors
-        muted = c.get("muted", "dim")
+        c = self.text_styles
+        muted = c.muted
         seq = self.seq
         parts: list[tuple[str, str]] = []
         add = parts.append
         if isinstance(obj, Capture):
             future = obj.seq > seq
-            faint = c.get("faint", "dim")
+            faint = c.faint
             add(("↳ ", faint if future else muted))
             add((obj.name, faint if future else "bold"))
             add((" = ", faint if future else muted))
-            add((short_value(obj.value), faint if future else c.get("success", "")))
+            add((short_value(obj.value), faint if future else c.success))
             return parts
         node: TraceNode = obj  # type: ignore[assignment]
         kind = node.kind
@@ -384,24 +395,24 @@ class NodeTree(ScrollView, can_focus=True):
             if start is not None and start.model:
                 add((f"  {start.model}", muted))
             if end is not None and end.seq <= seq and end.status != "done":
-                add((f"  {end.status}", c.get("error", "red")))
+                add((f"  {end.status}", c.error))
             return parts
         if node.open_seq > seq:  # not opened yet at the cursor: faded
-            faint = c.get("faint", "dim")
+            faint = c.faint
             tag = "⑂ " + node.name if kind == "branch" else f"{KIND_TAGS.get(kind, kind)} {node.name}".strip()
             add((tag, faint))
             return parts
         if kind == "branch":
-            add(("⑂ " + node.name, c.get("warning", "yellow")))
+            add(("⑂ " + node.name, c.warning))
             return parts
-        add((KIND_TAGS.get(kind, kind), c.get("role" if kind == "role" else ("tool" if kind.startswith("tool") else "kind"), "")))
+        add((KIND_TAGS.get(kind, kind), c.role if kind == "role" else (c.tool if kind.startswith("tool") else c.kind)))
         if node.name:
             add((" ", ""))
             add((node.name, "bold"))
         _, closed, n = self._state(node)
         add((f" {n} tok", muted))
         if not closed:
-            add((" ●", c.get("accent", "yellow")))
+            add((" ●", c.accent))
         elif node.stop_reason:
             add((f" · {node.stop_reason}", muted))
         return parts
