@@ -4,10 +4,10 @@
 |---|---|
 | 0 | done |
 | 1 | guidance-tui could not do it: a damaged or unreadable trace, an unwritable file, the runner failed |
-| 2 | bad command line: an unknown option, a missing script |
+| 2 | bad command line: an unknown option, a missing script, a broken `keymap.toml` |
 | 3 | the script raised (its own error; its frames are shown) |
 | 4 | the engine refused the script's input: a missing or invalid model, an invalid grammar, regex or JSON schema |
-| 130 | interrupted: Ctrl-C, or the app's quit while the script ran |
+| 130 | interrupted: Ctrl-C, or `q` while the script ran |
 
 A script that calls ``sys.exit(N)`` exits N.
 """

@@ -97,3 +97,14 @@ def test_options_after_the_script_are_ours_until_a_double_dash():
     cli.take_own_options(args)
     assert (args.record, args.model, args.plain) == ("t.gtt", "m.gguf", True)
     assert args.args == ["x", "--record", "y"]
+
+
+def test_the_readme_quotes_the_exit_code_table():
+    import re
+    from pathlib import Path
+
+    table = [ln for ln in exit_codes.__doc__.splitlines() if re.match(r"\| \d+ \|", ln)]
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert table and all(row in readme for row in table)
+    codes = {int(row.split("|")[1]) for row in table}
+    assert codes == {v for k, v in vars(exit_codes).items() if k.isupper() and isinstance(v, int)}

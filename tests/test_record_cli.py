@@ -14,6 +14,8 @@ import pytest
 
 from tracing import RunEnd, RunStart, Token, read_trace
 
+from guidance_tui import exit_codes
+
 pytestmark = pytest.mark.model
 
 
@@ -63,7 +65,7 @@ def test_a_crashing_script_shows_its_own_frames_and_keeps_the_trace(tmp_path):
             raise ValueError("bad value " + repr(len(value)))
         check(lm["x"])
     """)
-    assert proc.returncode == 3
+    assert proc.returncode == exit_codes.SCRIPT_RAISED
     assert 'prog.py", line 6, in <module>' in proc.stderr and "in check" in proc.stderr
     assert_one_error_line(proc.stderr, "ValueError: bad value")
     tf = read_trace(out)
@@ -76,7 +78,7 @@ def test_a_missing_model_is_one_line_and_recorded(tmp_path):
         from engines import models
         lm = models.default()
     """, "--model", str(tmp_path / "missing.gguf"))
-    assert proc.returncode != 0
+    assert proc.returncode == exit_codes.ENGINE_REFUSED
     assert_one_error_line(proc.stderr, "model not found")
     assert read_trace(out).events[-1].status == "error"
 
@@ -86,14 +88,14 @@ def test_an_invalid_regex_is_one_line(tmp_path):
         from engines import models, regex
         lm = models.default() + "x" + regex("[0-9")
     """)
-    assert proc.returncode != 0
+    assert proc.returncode == exit_codes.ENGINE_REFUSED
     assert_one_error_line(proc.stderr, "invalid grammar")
 
 
 def test_a_missing_script_is_one_line(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "guidance_tui", "record", str(tmp_path / "nope.py")],
                           capture_output=True, text=True, timeout=60)
-    assert proc.returncode != 0
+    assert proc.returncode == exit_codes.USAGE
     assert proc.stderr.strip() == f"guidance-tui: {tmp_path / 'nope.py'}: no such file"
 
 
