@@ -15,7 +15,7 @@ from textual.cache import LRUCache
 from textual.geometry import Size
 from textual.message import Message
 from textual.reactive import reactive
-from textual.scroll_view import ScrollView
+from guidance_tui.widgets.line_list import LineList
 from textual.strip import Strip
 
 from guidance_tui.widgets.offscreen import displayed
@@ -29,7 +29,7 @@ def _text_of(index: TokenIndex, tokens) -> str:
     return "".join(glyphs(index.token(t).bytes).visible for t in tokens)
 
 
-class BacktrackList(ScrollView, can_focus=True):
+class BacktrackList(LineList, can_focus=True):
     """One row per backtrack: ``↶ n  reason  removed → replacement``."""
 
     DEFAULT_CSS = """
@@ -66,9 +66,7 @@ class BacktrackList(ScrollView, can_focus=True):
         if n != self._count:
             self._count = n
             self._gen += 1  # replacements of the previous rows may have grown
-            size = Size(self.size.width, n)
-            self.set_reactive(ScrollView.virtual_size, size)  # no screen re-layout per backtrack
-            self._scroll_update(size)
+            self.set_line_count(n, self.size.width)
             self._redraw(scroll=False)
 
     def set_cursor(self, seq: int) -> None:
@@ -88,7 +86,7 @@ class BacktrackList(ScrollView, can_focus=True):
         self.refresh()
         current = self.index.backtracks_at(self.seq)
         if (scroll or self._stale) and not self.has_focus and current > 0:
-            self._scroll_into_view(current - 1)
+            self.scroll_line_into_view(current - 1, at=0.5)
         self._stale = False
 
     def on_show(self) -> None:
@@ -106,15 +104,9 @@ class BacktrackList(ScrollView, can_focus=True):
         self._gen += 1
         self.refresh()
 
-    def _scroll_into_view(self, row: int) -> None:
-        h = self.size.height
-        top = self.scroll_offset.y
-        if row < top or row >= top + h:
-            self.scroll_to(y=max(0, row - h // 2), animate=False, immediate=True)
-
     def watch_highlighted(self, row: int) -> None:
         if row >= 0:
-            self._scroll_into_view(row)
+            self.scroll_line_into_view(row, at=0.5)
         self.refresh()
 
     def action_move(self, delta: int) -> None:
@@ -133,13 +125,13 @@ class BacktrackList(ScrollView, can_focus=True):
         offset = event.get_content_offset(self)
         if offset is None:
             return
-        row = offset.y + self.scroll_offset.y
+        row = self.line_at(offset.y)
         if 0 <= row < len(self.index.backtracks):
             self.highlighted = row
             self.action_choose()
 
     def render_line(self, y: int) -> Strip:
-        row = y + self.scroll_offset.y
+        row = self.line_at(y)
         width = self.size.width
         idx = self.index
         base = self.visual_style.rich_style  # cached by Textual; rich_style walks the ancestors each time

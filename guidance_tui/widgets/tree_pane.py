@@ -20,10 +20,9 @@ from rich.text import Text
 from textual import events
 from textual.binding import Binding
 from textual.cache import LRUCache
-from textual.geometry import Size
 from textual.message import Message
 from textual.reactive import reactive
-from textual.scroll_view import ScrollView
+from guidance_tui.widgets.line_list import LineList
 from textual.strip import Strip
 
 from tracing import Capture, NodeClose, NodeOpen
@@ -52,7 +51,7 @@ class Row:
     toggle: bool  # the node has rows under it
 
 
-class NodeTree(ScrollView, can_focus=True):
+class NodeTree(LineList, can_focus=True):
     """Program-node tree, aware of the timeline cursor."""
 
     DEFAULT_CSS = """
@@ -142,10 +141,7 @@ class NodeTree(ScrollView, can_focus=True):
         self._row_of = {id(r.obj): i for i, r in enumerate(rows)}
         self._dirty = False
         self._gen += 1
-        size = Size(self.size.width, len(rows))
-        if size != self.virtual_size:
-            self.set_reactive(ScrollView.virtual_size, size)  # no screen re-layout per node
-            self._scroll_update(size)
+        self.set_line_count(len(rows), self.size.width)
 
     @property
     def cursor_node(self) -> TraceNode | Capture | None:
@@ -166,7 +162,7 @@ class NodeTree(ScrollView, can_focus=True):
             self._stale = True
             return
         rows = self.rows
-        top = self.scroll_offset.y
+        top = self.top_line
         h = self.scrollable_content_region.height
         shown = self._shown_states
         changed = [row for row in range(top, min(len(rows), top + h)) if shown.get(row) != self._state(rows[row].obj)]
@@ -225,9 +221,9 @@ class NodeTree(ScrollView, can_focus=True):
         if not displayed(self):
             self._stale = True
             return
-        top = self.scroll_offset.y
-        self._scroll_into_view(row)
-        if self.scroll_offset.y != top:
+        top = self.top_line
+        self.scroll_line_into_view(row)
+        if self.top_line != top:
             self.refresh()
         else:
             self.refresh_line(old)
@@ -236,7 +232,7 @@ class NodeTree(ScrollView, can_focus=True):
     def on_show(self) -> None:
         if self._stale:
             self._stale = False
-            self._scroll_into_view(self.cursor_line)
+            self.scroll_line_into_view(self.cursor_line)
             self.refresh()
 
     def choose(self, node: TraceNode) -> None:
@@ -246,14 +242,8 @@ class NodeTree(ScrollView, can_focus=True):
             self.cursor_line = row
             self.post_message(self.NodeChosen(node))
 
-    def _scroll_into_view(self, row: int) -> None:
-        h = self.scrollable_content_region.height
-        top = self.scroll_offset.y
-        if row < top or row >= top + h:
-            self.scroll_to(y=max(0, row - h // 3), animate=False, immediate=True)
-
     def watch_cursor_line(self, row: int) -> None:
-        self._scroll_into_view(row)
+        self.scroll_line_into_view(row)
         self.refresh()
 
     def _node_at(self, row: int) -> TraceNode | None:
@@ -298,7 +288,7 @@ class NodeTree(ScrollView, can_focus=True):
         offset = event.get_content_offset(self)
         if offset is None:
             return
-        row = offset.y + self.scroll_offset.y
+        row = self.line_at(offset.y)
         rows = self.rows
         if not 0 <= row < len(rows):
             return
@@ -313,7 +303,7 @@ class NodeTree(ScrollView, can_focus=True):
 
     # -- drawing ---------------------------------------------------------------
     def render_line(self, y: int) -> Strip:
-        row = y + self.scroll_offset.y
+        row = self.line_at(y)
         width = self.scrollable_content_region.width
         rows = self.rows
         if row >= len(rows):
@@ -419,9 +409,7 @@ class NodeTree(ScrollView, can_focus=True):
 
     def on_resize(self, event: events.Resize) -> None:
         self._cache.clear()
-        size = Size(event.size.width, len(self.rows))
-        self.set_reactive(ScrollView.virtual_size, size)
-        self._scroll_update(size)
+        self.set_line_count(len(self.rows), event.size.width)
 
     def on_focus(self) -> None:
         self._styles.clear()
