@@ -267,7 +267,7 @@ def _single_key_problem(key: str) -> str | None:
     if not name:
         return f"{key!r} has no key after its modifiers (write the key '+' as 'plus')"
     if len(name) == 1:
-        if not name.isalnum():  # with a modifier, Textual matches the name only
+        if not name.isalnum() and key != "ctrl+@":  # with a modifier Textual names the key ("ctrl+@" is legacy)
             return f"{key!r}: with a modifier, write {name!r} by its name ({_char_name(name)!r})"
         if name.isupper():
             return f"{key!r}: with a modifier, write an upper-case letter as 'shift+{name.lower()}'"

@@ -215,9 +215,11 @@ def test_forced_unknown_kind_and_selected_tokens_are_readable(palettes, theme):
     forced = pal.background("probability", 2, 1.0, 0, 0.0)
     if contrast(forced, pane) < PANE_CONTRAST:
         problems.append(f"forced tokens against the pane: {contrast(forced, pane):.2f}")
-    sel = pal.token_style(prob_bg(pal, 0.9), 1, selected=True)
-    if contrast(sel.color.triplet.hex, sel.bgcolor.triplet.hex) < TEXT_CONTRAST:
-        problems.append(f"selected token: {contrast(sel.color.triplet.hex, sel.bgcolor.triplet.hex):.2f}")
+    for label, style in (("selected token", pal.token_style(prob_bg(pal, 0.9), 1, selected=True)),
+                         ("node label", pal.label)):
+        ratio = contrast(style.color.triplet.hex, style.bgcolor.triplet.hex)
+        if ratio < TEXT_CONTRAST:
+            problems.append(f"{label}: {ratio:.2f}")
     assert not problems, f"{theme}: " + "; ".join(problems)
 
 
@@ -232,6 +234,19 @@ def test_every_style_the_palette_makes_is_a_plain_colour(palettes, theme):
         rgb(bg)
         style = pal.token_style(bg, 1, underline=True, struck=True)
         assert style.color is not None and style.bgcolor is not None
+
+
+@pytest.mark.parametrize("theme", ["ansi-dark", "ansi-light"])
+def test_ansi_themes_leave_the_pane_to_the_terminal(palettes, theme):
+    # The pane is the terminal's own background ("ansi_default"): tokens without a background of
+    # their own do not paint over it with a guess; the colour maths use Textual's terminal theme.
+    tc, pal = palettes[theme]
+    assert tc.native_background
+    assert pal.token_style(None, 0).bgcolor.is_default
+    assert pal.base.bgcolor.is_default
+    assert not pal.token_style(prob_bg(pal, 0.5), 1).bgcolor.is_default
+    assert not palettes["textual-dark"][0].native_background
+    assert palettes["textual-dark"][1].token_style(None, 0).bgcolor.triplet.hex.upper() == "#121212"
 
 
 def test_the_default_dark_theme_keeps_its_look(palettes):

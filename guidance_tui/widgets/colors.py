@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from rich.style import Style
-from textual.color import WHITE, BLACK, Color, Lab, lab_to_rgb, rgb_to_lab
+from textual.color import BLACK, WHITE, Color, Lab, lab_to_rgb, rgb_to_lab
 
 COLOR_METRICS = ("probability", "latency", "kind")
 UNDERLINE_METRICS = ("latency", "probability", "kind", "none")
@@ -162,7 +162,7 @@ class ThemeColors:
                 return Color.parse(default)
 
         raw_bg = parse(v.get("surface") if background is None else background, "#1e1e1e")
-        bg = _resolve(raw_bg, term_bg, term_bg, terminal)  # a translucent pane lies on the terminal's
+        bg = _resolve(raw_bg, term_bg, term_bg, terminal)  # a translucent pane: over the terminal's own
 
         def c(name: str, default: str) -> Color:
             return _resolve(parse(v.get(name), default), bg, term_fg, terminal)
@@ -186,8 +186,9 @@ def _repair_scale(colours: list[Color], pane: Color, salience: list[float]) -> l
     against the pane, by moving its lightness away from the pane's (CIE L*,
     hue and chroma kept).  Then, from the least salient step up, a step closer
     than ``STEP_DELTA_E`` to the neighbour already placed has its lightness
-    moved as little as possible, either way, keeping its pane contrast.
-    Steps that already meet the bounds are left exactly as they are.
+    moved further from the pane's, as little as possible (a more salient step
+    then stands out more, never less).  Steps that already meet the bounds are
+    left exactly as they are.
     """
     away = _lighter_reads_better(pane)
     needs = [PANE_CONTRAST + PANE_CONTRAST_SPAN * s for s in salience]
@@ -252,10 +253,14 @@ class Palette:
         self.muted = colors.muted.hex
         self.faint = colors.foreground.blend(bg, 0.7).hex
         self._text_on: dict[str | None, str] = {}
-        self.label = Style(color=colors.primary.get_contrast_text(1.0).hex, bgcolor=colors.primary.hex, bold=True)
+        on_primary = colors.primary.get_contrast_text(1.0)
+        if contrast(on_primary, colors.primary) < TEXT_CONTRAST:  # Textual guesses by brightness; measure
+            on_primary = max((WHITE, BLACK), key=lambda c: contrast(c, colors.primary))
+        self.label = Style(color=on_primary.hex, bgcolor=colors.primary.hex, bold=True)
         self.cursor = Style(color=colors.accent.hex, bgcolor=self.pane, bold=True)
-        self.base = Style(color=self.fg, bgcolor=self.pane)
-        on_accent = bg if contrast(bg, colors.accent) >= contrast(colors.foreground, colors.accent) else colors.foreground
+        self.base = Style(color=self.text_on(None), bgcolor=self.pane)
+        # a selected token: pane-coloured text on the accent, or the foreground where that reads better
+        on_accent = max((bg, colors.foreground), key=lambda c: contrast(c, colors.accent))
         self.on_accent = readable_on(on_accent, colors.accent).hex
         self._styles: dict[tuple, Style] = {}
         self._plain: dict[tuple, Style] = {}
