@@ -72,6 +72,23 @@ def small_events(error: bool = False) -> list:
     return stamped(ev)
 
 
+SENTENCE = "One fact about Mondays: Mondays are the only day of the week when the sun is not in the sky."
+
+
+def long_line_events() -> list:
+    """A run whose one line is wider than the token pane at 130 and at 80 columns (and than
+    the view's starting layout width, 80): it must wrap, not lose the end of a row."""
+    ev: list = [RunStart(script="fact.py", argv=["fact.py"], model="m", backend="synthetic"),
+                NodeOpen(node_id=1, parent_id=0, base_id=0, kind="gen", name="fact")]
+    pos = 0
+    words = SENTENCE.replace(" ", "\0 ").split("\0")  # words with their leading space, as a tokenizer cuts
+    for i, text in enumerate(words):
+        ev.append(_tok(1, pos, text, TokenKind.PROMPT if i < 4 else TokenKind.GENERATED))
+        pos += len(text)
+    ev += [NodeClose(node_id=1, stop_reason="grammar"), RunEnd(status="done")]
+    return stamped(ev)
+
+
 def small_store(error: bool = False) -> TraceStore:
     return TraceStore(small_events(error))
 

@@ -417,3 +417,55 @@ async def test_a_replayed_file_shows_a_tokens_top_k_read_on_demand(tmp_path):
         got = app.inspector.store[tok.seq].top  # kept, as the file has them (probabilities in float16)
         assert [(a.id, a.bytes, a.masked) for a in got] == [(a.id, a.bytes, a.masked) for a in tok.top]
         assert all(abs(a.prob - b.prob) <= 1e-3 for a, b in zip(got, tok.top))
+
+
+def painted_stream_text(app: InspectorApp) -> str:
+    """The token stream as Textual paints it (through the widget's line cache, unlike
+    ``visible_text``), rows joined back into text: tokens carry their leading space."""
+    from textual.geometry import Region
+
+    view = app.inspector.token_view
+    region = view.scrollable_content_region
+    lines = view.render_lines(Region(region.x - view.region.x, region.y - view.region.y, region.width, region.height))
+    return "".join(strip.text.rstrip() for strip in lines)
+
+
+@pytest.mark.parametrize("size", [(130, 40), (80, 24)])
+@sync
+async def test_a_replay_paints_every_word_of_a_wrapped_line_on_its_first_frame_and_after_a_resize(size):
+    from _app_support import SENTENCE, long_line_events
+
+    app = InspectorApp(TraceStore(long_line_events()))
+    async with app.run_test(size=size) as pilot:
+        await pilot.pause()
+        assert SENTENCE in painted_stream_text(app)
+        other = (80, 24) if size[0] == 130 else (130, 40)
+        await pilot.resize_terminal(*other)
+        await pilot.pause()
+        await pilot.pause()
+        assert SENTENCE in painted_stream_text(app)
+
+
+def header_row(app: InspectorApp) -> str:
+    """The metrics bar's row as drawn."""
+    return app.inspector.metrics_bar.render_line(0).text
+
+
+@pytest.mark.parametrize("title", ["forced_and_backtrack.py",
+                                   "a_prompt_script_with_a_name_far_too_long_for_the_bar.py"])
+@sync
+async def test_at_80x24_the_header_keeps_the_script_name_token_and_backtrack_counts_and_mode(title):
+    app = InspectorApp(small_store(), title=title)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        row = header_row(app)
+        assert len(row) <= 80 and "done" in row and "10 tok" in row and "↶ 1" in row
+        assert row.rstrip().endswith("REPLAY")
+        if len(title) < 30:
+            assert title in row
+        else:  # cut short with an ellipsis, not dropped
+            assert title[:20] in row and "…" in row
+        await pilot.press("home")  # the backtrack count up to the cursor, out of the run's
+        await pilot.pause()
+        row = header_row(app)
+        assert "running" in row and "1 tok" in row and "↶ 0/1" in row and title[:20] in row

@@ -204,3 +204,62 @@ def test_a_model_script_streams_tokens_through_the_file(tmp_path):
         top = run.store.alternatives(t.seq)
         assert len(top) == 5 and [(a.id, a.bytes, a.masked) for a in top] == [
             (a.id, a.bytes, a.masked) for a in recorded[t.seq].top]
+
+
+def _run_in_thread(run: ScriptProcess, timeout: float):
+    """``run.run()`` in a thread; its result, or None (the child killed) when it is not done in ``timeout``."""
+    box = {}
+    t = threading.Thread(target=lambda: box.setdefault("r", run.run()), daemon=True)
+    t.start()
+    t.join(timeout)
+    if t.is_alive():
+        run.kill()
+        t.join(10)
+        return None
+    return box["r"]
+
+
+def test_a_script_reading_stdin_gets_end_of_file_at_once_and_the_trace_says_why(tmp_path):
+    # Under the app the child's stdin is the control pipe: a script that read it waited forever.
+    s = script(tmp_path, """
+        import sys
+        try:
+            input("your name? ")
+        except EOFError:
+            print("no name")
+        print("read:", repr(sys.stdin.read()), repr(sys.stdin.readline()), list(sys.stdin), sys.stdin.buffer.read())
+        x = input()
+    """)
+    run = ScriptProcess(s, record=tmp_path / "t.gtt")
+    result = _run_in_thread(run, 30)
+    assert result is not None, "the script hung on stdin"
+    assert (result.status, result.exit_code) == ("error", 3) and "EOFError" in result.error
+    messages = [(e.level, e.text) for e in run.store.since(-1) if isinstance(e, Message)]
+    warnings = [text for level, text in messages if level == "warning"]
+    assert len(warnings) == 1 and "stdin" in warnings[0] and "EOF" in warnings[0]  # once, however often it reads
+    assert ("stdout", "no name") in messages and ("stdout", "read: '' '' [] b''") in messages
+    assert messages.index(("warning", warnings[0])) < messages.index(("stdout", "no name"))
+    assert [e.text for e in read_trace(tmp_path / "t.gtt").events if isinstance(e, Message)].count(warnings[0]) == 1
+
+
+def test_cancel_still_reaches_a_script_that_read_stdin(tmp_path):
+    s = script(tmp_path, """
+        import sys, time
+        print("read:", repr(sys.stdin.read()), flush=True)
+        while True:
+            time.sleep(0.01)
+    """)
+    run = ScriptProcess(s, record=tmp_path / "t.gtt")
+    box = {}
+    t = threading.Thread(target=lambda: box.setdefault("r", run.run()), daemon=True)
+    t.start()
+    deadline = time.monotonic() + 20
+    while not any(isinstance(e, Message) and e.text.startswith("read:") for e in run.store.since(-1)):
+        if time.monotonic() > deadline:
+            run.kill()
+            raise AssertionError("the script never got past its read")
+        time.sleep(0.02)
+    run.cancel()
+    t.join(timeout=20)
+    assert not t.is_alive()
+    assert (box["r"].status, box["r"].exit_code) == ("interrupted", 130)

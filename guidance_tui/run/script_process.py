@@ -9,7 +9,11 @@ channel: what the app shows is what was recorded, and a child that dies keeps
 everything it flushed.
 
 Control goes the other way over the child's stdin: a line ``cancel`` (or the
-pipe closing, when the app dies) cancels the run at its next token.
+pipe closing, when the app dies) cancels the run at its next token.  That pipe
+is the control thread's alone: the script's stdin is at end of file (the app
+has the terminal; nothing can type into the script), and its first read
+records a warning saying so.  ``record`` and ``run --plain`` keep the real
+stdin, so input can be piped in there.
 
 Parent side: :class:`ScriptProcess`, a drop-in for ``runner.ScriptRun`` in the
 app.  Child side: ``python -m guidance_tui.run.script_process SPEC``.  Neither
@@ -18,6 +22,7 @@ imports Textual.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -29,7 +34,7 @@ from collections import deque
 from pathlib import Path
 from typing import Sequence
 
-from tracing import RunEnd, TraceStore
+from tracing import Message, RunEnd, TraceStore
 from tracing.fileformat import HEADER, FrameDecoder, TraceFormatError, check_header
 
 from guidance_tui import exit_codes
@@ -245,14 +250,93 @@ class ScriptProcess:
 
 
 # -- the child -----------------------------------------------------------------------
-def _watch_stdin(run, finished: threading.Event) -> None:
+STDIN_WARNING = ("the script read from stdin; under the inspector stdin is closed (EOF), so input() raises "
+                 "EOFError. To pipe input into a script, use `guidance-tui record` or `guidance-tui run --plain`")
+
+
+class ClosedStdin(io.TextIOBase):
+    """The script's ``sys.stdin`` in the child: always at end of file, as a
+    closed stdin is (``input()`` raises EOFError), and the first read puts
+    :data:`STDIN_WARNING` in the trace."""
+
+    def __init__(self, store: TraceStore) -> None:
+        self._store = store
+        self._warned = False
+
+    def _eof(self) -> str:
+        if not self._warned:
+            self._warned = True
+            self._store.append(Message(level="warning", text=STDIN_WARNING))
+        return ""
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> str:
+        return self._eof()
+
+    def readline(self, size: int | None = -1) -> str:
+        return self._eof()
+
+    def readlines(self, hint: int | None = -1) -> list[str]:
+        self._eof()
+        return []
+
+    def isatty(self) -> bool:
+        return False
+
+    def fileno(self) -> int:
+        return 0  # /dev/null by now (see _take_control_pipe): at end of file too
+
+    @property
+    def encoding(self) -> str:
+        return "utf-8"
+
+    @property
+    def buffer(self) -> io.BufferedIOBase:
+        return _ClosedBytes(self)
+
+
+class _ClosedBytes(io.BufferedIOBase):
+    """``sys.stdin.buffer`` of :class:`ClosedStdin`: end of file too."""
+
+    def __init__(self, text: ClosedStdin) -> None:
+        self._text = text
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        self._text._eof()
+        return b""
+
+    read1 = read
+    readline = read
+
+    def readinto(self, b) -> int:
+        self._text._eof()
+        return 0
+
+
+def _take_control_pipe():
+    """The control pipe (fd 0) as a file of its own; fd 0 becomes /dev/null, so
+    nothing the script does (a C library, a subprocess) can read it and
+    swallow a ``cancel``.  The copy is not inherited by the script's children."""
+    control = os.fdopen(os.dup(0), "r", encoding="utf-8", errors="replace")
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    return control
+
+
+def _watch_stdin(run, finished: threading.Event, control) -> None:
     """Cancel the run on a ``cancel`` line, or when the parent goes away (EOF).
 
     The engines stop at their next token; a script busy in its own code (or
     asleep) never looks, so after INTERRUPT_AFTER_S it gets a SIGINT: the
     script runs on the main thread, where that is a KeyboardInterrupt even
     inside a blocking call, and the runner records the run as interrupted."""
-    for line in sys.stdin:
+    for line in control:
         if line.strip() == "cancel":
             break
     run.cancel()
@@ -272,7 +356,9 @@ def child_main(argv: list[str]) -> int:
         print(f"guidance-tui: {e}", file=sys.stderr)
         return exit_codes.USAGE if isinstance(e, RunnerError) else exit_codes.ERROR
     finished = threading.Event()
-    threading.Thread(target=_watch_stdin, args=(run, finished), name="control", daemon=True).start()
+    control = _take_control_pipe()
+    sys.stdin = ClosedStdin(run.store)
+    threading.Thread(target=_watch_stdin, args=(run, finished, control), name="control", daemon=True).start()
     try:
         result = run.run()
     except KeyboardInterrupt:  # landed outside the script (the runner's own clean-up): the file is closed

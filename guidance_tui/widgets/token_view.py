@@ -67,6 +67,7 @@ class TokenView(ScrollView, can_focus=True):
         self.show_caret = True
         self._style_gen = 0
         self._hidden_count = -1  # backtracks counted into the hidden set (hide mode)
+        self._rewrapped = False  # wrapped again for a new width: on_resize brings the selection into view
         self._cache: LRUCache[tuple, Strip] = LRUCache(256)
         self._lines = 0
         self._median = 0.0
@@ -97,13 +98,32 @@ class TokenView(ScrollView, can_focus=True):
         self._style_gen += 1
         self.refresh()
 
-    def _relayout(self) -> None:
+    def _relayout(self, repaint: bool = True) -> None:
+        """Wrap again from the first token, at the content width.  Every line may
+        have changed: the lines Textual keeps from the last paint are dropped too
+        (``repaint``), unless this is called while painting them."""
         width = max(4, self.scrollable_content_region.width or self.size.width or 80)
         hidden = self.index.hidden_upto(self.seq) if self.options.hide_backtracked else ()
         self._hidden_count = self.index.backtracks_at(self.seq) if self.options.hide_backtracked else -1
         self.layout_.reset(width, hidden)
         self._cache.clear()
         self._update_size()
+        if repaint:
+            self.refresh()
+
+    def _fit_width(self, width: int | None = None, repaint: bool = True) -> None:
+        """Wrap again when the content width is no longer the layout's.
+
+        Textual gives the widget its new size and paints it before the Resize
+        event arrives, so a resize (the first layout of all included) is
+        checked where lines are drawn, not only in :meth:`on_resize`: a line
+        wrapped for another width would lose its end to the crop, and stay so
+        until something redrew it."""
+        if width is None:
+            width = self.scrollable_content_region.width
+        if width and max(4, width) != self.layout_.width:
+            self._relayout(repaint)
+            self._rewrapped = True
 
     def update_view(self, seq: int, selected: int, *, scroll: str | None = None) -> None:
         """Show the store up to ``seq`` with token ``selected`` marked.
@@ -210,15 +230,16 @@ class TokenView(ScrollView, can_focus=True):
 
     # -- Textual hooks ---------------------------------------------------
     def on_resize(self, event: events.Resize) -> None:
-        width = max(4, self.scrollable_content_region.width or event.size.width)
-        if width != self.layout_.width:
-            self._relayout()
+        self._fit_width()
+        if self._rewrapped:  # here or when the new size was first painted
+            self._rewrapped = False
             if self.selected >= 0:
                 self.scroll_to_token(self.selected)
 
     def render_line(self, y: int) -> Strip:
-        scroll_y = self.scroll_offset.y
         width = self.scrollable_content_region.width
+        self._fit_width(width, repaint=False)  # (the lines being painted are drawn from the new layout)
+        scroll_y = self.scroll_offset.y
         line = y + scroll_y
         if line >= self._lines:
             return Strip.blank(width, self.palette.base)
