@@ -46,11 +46,6 @@ class TokenLayout:
         self._x = 0  # cells used on the last line
 
     # -- queries -------------------------------------------------------
-    @property
-    def placed(self) -> int:
-        """Tokens fully placed so far."""
-        return self._t
-
     def line_count(self) -> int:
         return len(self.line_tok)
 

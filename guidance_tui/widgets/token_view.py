@@ -1,4 +1,4 @@
-"""The token stream: a ScrollView on Textual's line API.
+"""The token stream: a LineList (scroll view on Textual's line API).
 
 Only visible lines are drawn.  Line starts come from :class:`TokenLayout`
 (computed once per width, extended as tokens arrive); a drawn line is kept in
@@ -18,13 +18,12 @@ from rich.segment import Segment
 from rich.style import Style
 from textual import events
 from textual.cache import LRUCache
-from textual.geometry import Size
 from textual.message import Message
-from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from guidance_tui.widgets.colors import Palette
 from guidance_tui.state.cursor import At
+from guidance_tui.widgets.line_list import LineList
 from guidance_tui.state.layout import LABEL_PAD, TokenLayout, label_text
 from guidance_tui.state.token_index import NEVER, TokenIndex
 from guidance_tui.state.token_text import NEWLINE, glyphs
@@ -38,7 +37,7 @@ class ViewOptions:
     hide_backtracked: bool = False
 
 
-class TokenView(ScrollView, can_focus=True):
+class TokenView(LineList, can_focus=True):
     """Tokens laid out as wrapped text, coloured by a metric."""
 
     DEFAULT_CSS = """
@@ -156,22 +155,21 @@ class TokenView(ScrollView, can_focus=True):
                 self._style_gen += 1
                 full = True
         self._update_size()
-        top = self.scroll_offset.y
+        top = self.top_line
         if scroll == "end":
-            self.scroll_to(y=max(0, self._lines - self.scrollable_content_region.height), animate=False,
-                           immediate=True)
+            self.scroll_to_line(self._lines - self.page_height)
         elif scroll == "follow":
             # Following a live run: when the text reaches the bottom, scroll it up by a third
             # of the view at once, so the next frames only add lines (a scroll
             # redraws every line; appending redraws one).
-            h = self.scrollable_content_region.height
+            h = self.page_height
             if self._lines > top + h:
-                self.scroll_to(y=max(0, self._lines - max(1, (2 * h) // 3)), animate=False, immediate=True)
+                self.scroll_to_line(self._lines - max(1, (2 * h) // 3))
             elif self._lines <= top:
-                self.scroll_to(y=max(0, self._lines - h), animate=False, immediate=True)
+                self.scroll_to_line(self._lines - h)
         elif scroll == "selected" and selected >= 0:
             self.scroll_to_token(selected)
-        if full or self.scroll_offset.y != top:
+        if full or self.top_line != top:
             self.refresh()
             return
         self._refresh_changed(old_seq, seq, old_sel, selected, old_lines)
@@ -188,8 +186,8 @@ class TokenView(ScrollView, can_focus=True):
         lay = self.layout_
         lines = [lay.line_of(t) for t in tokens] + [old_lines - 1, self._lines - 1]
         y0, y1 = max(0, min(lines)), max(lines)
-        height = self.scrollable_content_region.height
-        top = self.scroll_offset.y
+        height = self.page_height
+        top = self.top_line
         y0, y1 = max(y0, top), min(y1, top + height - 1)
         if y1 - y0 + 1 >= height:
             self.refresh()
@@ -197,11 +195,7 @@ class TokenView(ScrollView, can_focus=True):
             self.refresh_lines(y0, y1 - y0 + 1)
 
     def scroll_to_token(self, t: int) -> None:
-        y = self.layout_.line_of(t)
-        h = self.scrollable_content_region.height
-        top = self.scroll_offset.y
-        if y < top or y >= top + h:
-            self.scroll_to(y=max(0, y - h // 3), animate=False, immediate=True)
+        self.scroll_line_into_view(self.layout_.line_of(t))
 
     def _visible_lines(self) -> int:
         idx = self.index
@@ -220,13 +214,7 @@ class TokenView(ScrollView, can_focus=True):
 
     def _update_size(self) -> None:
         self._lines = self._visible_lines()
-        width = self.scrollable_content_region.width or self.size.width
-        size = Size(width, self._lines)
-        if size != self.virtual_size:
-            # Not through the reactive: that would re-layout the whole screen on
-            # every step.  The scrollbar is always shown, so nothing moves.
-            self.set_reactive(ScrollView.virtual_size, size)
-            self._scroll_update(size)
+        self.set_line_count(self._lines)
 
     # -- Textual hooks ---------------------------------------------------
     def on_resize(self, event: events.Resize) -> None:
@@ -239,8 +227,7 @@ class TokenView(ScrollView, can_focus=True):
     def render_line(self, y: int) -> Strip:
         width = self.scrollable_content_region.width
         self._fit_width(width, repaint=False)  # (the lines being painted are drawn from the new layout)
-        scroll_y = self.scroll_offset.y
-        line = y + scroll_y
+        line = self.line_at(y)
         if line >= self._lines:
             return Strip.blank(width, self.palette.base)
         key, span = self._line_key(line)
@@ -337,7 +324,7 @@ class TokenView(ScrollView, can_focus=True):
     # -- mouse -----------------------------------------------------------
     def token_at_offset(self, x: int, y: int) -> int | None:
         """The token drawn at content cell (x, y) of the view, scroll included."""
-        line = y + self.scroll_offset.y
+        line = self.line_at(y)
         if line >= self._lines or line < 0:
             return None
         idx = self.index
