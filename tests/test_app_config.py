@@ -112,9 +112,15 @@ async def test_a_damaged_settings_file_is_a_warning_not_a_failure(config_dir):
 async def test_screenshot_saves_next_to_the_runs_and_says_where(tmp_path):
     app = make_app(small_store(), screenshot_dir=tmp_path / "shots")
     async with app.run_test(size=SIZE) as pilot:
-        app.action_screenshot()
-        await pilot.pause()
-        saved = list((tmp_path / "shots").glob("*.svg"))
+        await pilot.press("ctrl+p")  # as a user does it: the palette's Screenshot
+        await pilot.press(*"Screenshot")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        for _ in range(50):
+            await pilot.pause(0.05)
+            saved = list((tmp_path / "shots").glob("*.svg"))
+            if saved:
+                break
         assert len(saved) == 1 and "<svg" in saved[0].read_text()[:200]
         assert any(str(saved[0]) in str(n.message) for n in app._notifications)
 

@@ -4,8 +4,9 @@ screens do the inspecting (``InspectorScreen``: one run, live or replayed)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Iterable
 
-from textual.app import App
+from textual.app import App, SystemCommand
 from textual.screen import Screen
 
 from tracing.store import TraceStore
@@ -93,6 +94,13 @@ class InspectorApp(App[int]):
     def _exit_code(self) -> int:
         result = self.inspector.result
         return exit_codes.OK if result is None else int(getattr(result, "exit_code", exit_codes.OK))
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        for command in super().get_system_commands(screen):
+            if command.title != "Screenshot":  # Textual's saves to ~/Downloads, which may not exist
+                yield command
+        yield SystemCommand("Screenshot", "Save an SVG picture of the screen next to the runs",
+                            lambda: self.set_timer(0.1, self.action_screenshot))
 
     def action_screenshot(self, filename: str | None = None, path: str | None = None) -> None:
         """Save an SVG of the screen next to the runs (else in the current directory) and say where."""
