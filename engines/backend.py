@@ -9,11 +9,16 @@ computing only the logits rows the loop asks for.
 from __future__ import annotations
 
 import abc
+import threading
 
 import numpy as np
 
+_lock_guard = threading.Lock()
+
 
 class Backend(abc.ABC):
+    """Not thread-safe by itself: callers hold :attr:`lock` around anything that touches the cache."""
+
     name: str = "backend"
 
     #: path or identifier of the weights, for the trace's RunStart
@@ -42,6 +47,19 @@ class Backend(abc.ABC):
     @property
     def architecture(self) -> str:
         return ""
+
+    @property
+    def lock(self) -> threading.RLock:
+        """One lock per backend: the KV cache, the cached prefix and the native context are one state.
+
+        The decode loop holds it for a whole grammar call (the cache must stay what the call left
+        between two steps); re-entrant so a backend method may take it too.
+        """
+        lock = self.__dict__.get("_backend_lock")
+        if lock is None:
+            with _lock_guard:
+                lock = self.__dict__.setdefault("_backend_lock", threading.RLock())
+        return lock
 
     @abc.abstractmethod
     def logits(self, ids: list[int], n_rows: int = 1) -> np.ndarray:

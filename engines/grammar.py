@@ -91,8 +91,16 @@ class Gen(GrammarNode):
 
     def lower(self, ctx):
         attrs = []
-        if self.name:
-            attrs.append(f"capture={_lark_string(self.name)}")
+        capture = self.name
+        if self.regex is not None:
+            ctx.regex(self.regex, f"gen({self.name!r}, regex=...)" if self.name else "gen(regex=...)")
+            if self.max_tokens is not None:
+                # The budget can cut the regex before it matches: the loop checks the captured text.
+                capture = capture or ctx.internal_capture()
+                ctx.cut_checks.append(CutCheck(capture, self.regex, int(self.max_tokens), self.name))
+        if capture:
+            ctx.capture(capture)
+            attrs.append(f"capture={_lark_string(capture)}")
         if self.stop_regex is not None:
             attrs.append(f"stop=/{_lark_regex(self.stop_regex)}/")
         elif len(self.stop) == 1:
@@ -117,7 +125,13 @@ class Select(GrammarNode):
     def lower(self, ctx):
         if not self.options:
             raise ValueError("select() needs at least one option")
-        body = " | ".join(o.lower(ctx) for o in self.options)
+        if self.name:
+            ctx.capture(self.name)
+        ctx.optional += 1  # a capture inside one option is not matched when another option is taken
+        try:
+            body = " | ".join(o.lower(ctx) for o in self.options)
+        finally:
+            ctx.optional -= 1
         return ctx.rule("select", [f"capture={_lark_string(self.name)}"] if self.name else [], body)
 
     def walk(self):
@@ -134,6 +148,9 @@ class Regex(GrammarNode):
     kind = "regex"
 
     def lower(self, ctx):
+        ctx.regex(self.pattern, f"regex(name={self.name!r})" if self.name else "regex()")
+        if self.name:
+            ctx.capture(self.name)
         return ctx.rule("regex", [f"capture={_lark_string(self.name)}"] if self.name else [],
                         f"/{_lark_regex(self.pattern)}/")
 
@@ -146,13 +163,47 @@ class Json(GrammarNode):
     kind = "json"
 
     def lower(self, ctx):
+        if self.name:
+            ctx.capture(self.name)
         return ctx.rule("json", [f"capture={_lark_string(self.name)}"] if self.name else [],
                         f"%json {self.schema}")
+
+
+#: Prefix of the captures the engine adds for its own checks; never shown as the program's captures.
+INTERNAL_CAPTURE = "__engine_"
+
+
+@dataclass(frozen=True)
+class CutCheck:
+    """A ``gen(regex=..., max_tokens=N)``: when the budget runs out, llguidance ends the regex where it is."""
+
+    capture: str  # the capture holding the gen's text (an internal one for an unnamed gen)
+    pattern: str
+    max_tokens: int
+    name: str | None  # the program's name for the gen
+
+
+@dataclass(frozen=True)
+class Lowered:
+    """A grammar in llguidance's Lark, with what the loop needs to check its result."""
+
+    lark: str
+    #: captures matched on every path through the grammar (none of them inside a select option)
+    always: frozenset[str] = frozenset()
+    #: (pattern, description) of every regex matched on every path: an empty language can never match
+    regexes: tuple[tuple[str, str], ...] = ()
+    cut_checks: tuple[CutCheck, ...] = ()
 
 
 @dataclass
 class _LarkBuilder:
     rules: list[str] = field(default_factory=list)
+    optional: int = 0  # depth of select options around the node being lowered
+    always: set[str] = field(default_factory=set)
+    names: list[str] = field(default_factory=list)  # every capture name, with repeats
+    regexes: list[tuple[str, str]] = field(default_factory=list)
+    cut_checks: list[CutCheck] = field(default_factory=list)
+    n_internal: int = 0
 
     def rule(self, prefix: str, attrs: Sequence[str], body: str) -> str:
         name = f"{prefix}_{len(self.rules)}"
@@ -160,12 +211,34 @@ class _LarkBuilder:
         self.rules.append(f"{head}: {body}")
         return name
 
+    def capture(self, name: str) -> None:
+        self.names.append(name)
+        if not self.optional:
+            self.always.add(name)
+
+    def regex(self, pattern: str, what: str) -> None:
+        if not self.optional:
+            self.regexes.append((pattern, what))
+
+    def internal_capture(self) -> str:
+        self.n_internal += 1
+        return f"{INTERNAL_CAPTURE}{self.n_internal}"
+
+
+def lower(node: GrammarNode) -> Lowered:
+    """``node`` lowered to a complete Lark grammar, with its checks."""
+    ctx = _LarkBuilder()
+    start = node.lower(ctx)
+    lark = "\n".join([f"start: {start}", *ctx.rules]) + "\n"
+    # A name used twice in one grammar is reported twice: which report is the cut gen's is unknown.
+    checks = tuple(c for c in ctx.cut_checks if ctx.names.count(c.capture) == 1)
+    always = frozenset(n for n in ctx.always if ctx.names.count(n) == 1)
+    return Lowered(lark, always, tuple(ctx.regexes), checks)
+
 
 def to_lark(node: GrammarNode) -> str:
     """A complete Lark grammar for ``node``."""
-    ctx = _LarkBuilder()
-    start = node.lower(ctx)
-    return "\n".join([f"start: {start}", *ctx.rules]) + "\n"
+    return lower(node).lark
 
 
 def main_kind(node: GrammarNode) -> str:

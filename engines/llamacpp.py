@@ -83,7 +83,6 @@ class LlamaCppBackend(Backend):
         self.eos_ids = tuple(sorted(i for i in eos if i is not None and i >= 0))
         self._batch = llama_cpp.llama_batch_init(self.n_batch, 0, 1)
         self._cached: list[int] = []
-        self._piece_buf = ctypes.create_string_buffer(256)
         self._bytes_cache: dict[int, bytes] = {}
         self.threads = threads
 
@@ -94,13 +93,15 @@ class LlamaCppBackend(Backend):
     def token_bytes(self, token_id: int) -> bytes:
         b = self._bytes_cache.get(token_id)
         if b is None:
-            n = self._ll.llama_token_to_piece(self._vocab, token_id, self._piece_buf, 256, 0, True)
+            # A buffer per miss, not a shared one: ctypes lets other threads run during the call.
+            buf = ctypes.create_string_buffer(256)
+            n = self._ll.llama_token_to_piece(self._vocab, token_id, buf, 256, 0, True)
             if n < 0:
                 buf = ctypes.create_string_buffer(-n)
                 n = self._ll.llama_token_to_piece(self._vocab, token_id, buf, -n, 0, True)
                 b = bytes(buf[:n])
             else:
-                b = bytes(self._piece_buf[:n])
+                b = bytes(buf[:n])
             self._bytes_cache[token_id] = b
         return b
 
@@ -129,8 +130,9 @@ class LlamaCppBackend(Backend):
 
     # -- evaluation -----------------------------------------------------
     def reset(self) -> None:
-        self._ll.llama_memory_clear(self._mem, True)
-        self._cached = []
+        with self.lock:
+            self._ll.llama_memory_clear(self._mem, True)
+            self._cached = []
 
     def _trim(self, keep: int) -> None:
         if keep < len(self._cached):
@@ -140,6 +142,10 @@ class LlamaCppBackend(Backend):
             del self._cached[keep:]
 
     def logits(self, ids: list[int], n_rows: int = 1) -> np.ndarray:
+        with self.lock:  # the decode loop holds it already for a whole call; direct callers too
+            return self._logits(ids, n_rows)
+
+    def _logits(self, ids: list[int], n_rows: int) -> np.ndarray:
         if len(ids) >= self.n_ctx:
             raise ContextOverflow(f"context overflow: {len(ids)} tokens do not fit the context of "
                                   f"{self.n_ctx} tokens (pass n_ctx= to the model)")
@@ -175,7 +181,7 @@ class LlamaCppBackend(Backend):
             start += size
         if out is None:  # nothing new to decode: the last row is not stored, recompute it
             self._trim(len(ids) - 1)
-            return self.logits(ids, n_rows)
+            return self._logits(ids, n_rows)
         return out[0][None, :] if n_rows == 1 else np.stack(out)
 
     def _row(self, i: int) -> np.ndarray:
@@ -183,10 +189,11 @@ class LlamaCppBackend(Backend):
         return np.ctypeslib.as_array(ptr, shape=(self.vocab_size,))
 
     def close(self) -> None:
-        if getattr(self, "_batch", None) is not None:
-            self._ll.llama_batch_free(self._batch)
-            self._batch = None
-        llm = getattr(self, "_llm", None)
-        if llm is not None:
-            llm.close()
-            self._llm = None
+        with self.lock:  # never free the context under a call running on another thread
+            if getattr(self, "_batch", None) is not None:
+                self._ll.llama_batch_free(self._batch)
+                self._batch = None
+            llm = getattr(self, "_llm", None)
+            if llm is not None:
+                llm.close()
+                self._llm = None

@@ -8,8 +8,10 @@ rebuilt from the events (tokens minus backtracks).
 
 from __future__ import annotations
 
+import functools
 import json
 import math
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -22,6 +24,7 @@ from tracing import Alt, Backtrack, Capture, Token, TokenKind
 
 from .backend import Backend, common_prefix
 from .errors import EngineError, GrammarError, one_line
+from .grammar import INTERNAL_CAPTURE, Lowered, _lark_regex
 from .session import Session
 from .stats import analyse, mask_from_bitmask, sample
 
@@ -54,8 +57,43 @@ class CallResult:
     forced: int = 0
 
 
+_byte_tokenizer = None
+_byte_lock = threading.Lock()
+
+
+def _byte_matcher(pattern: str) -> "llguidance.LLMatcher":
+    """A matcher for ``pattern`` alone over bytes (llguidance's own regex semantics, no model vocabulary)."""
+    global _byte_tokenizer
+    with _byte_lock:
+        if _byte_tokenizer is None:
+            _byte_tokenizer = llguidance.LLTokenizer("byte")
+    return llguidance.LLMatcher(_byte_tokenizer, f"start: /{_lark_regex(pattern)}/\n", log_level=0)
+
+
+@functools.lru_cache(maxsize=1024)
+def regex_is_empty(pattern: str) -> bool:
+    """True when no text at all matches ``pattern`` (``[^\\s\\S]``, ``[a&&b]``...): llguidance stops at once."""
+    m = _byte_matcher(pattern)
+    if m.is_error():
+        return False  # an invalid regex: building the grammar reports it
+    m.compute_bitmask()  # the matcher finds out it is stuck only when asked for its first mask
+    return m.is_stopped() and not m.is_accepting()
+
+
+def regex_matches(pattern: str, value: bytes) -> bool:
+    """Whether ``value`` as a whole matches ``pattern``."""
+    m = _byte_matcher(pattern)
+    return not m.is_error() and (not value or m.consume_tokens(list(value))) and m.is_accepting()
+
+
 class Engine:
-    """A backend plus options plus the session its events go to."""
+    """A backend plus options plus the session its events go to.
+
+    Models derived from one base share their engine, and engines on the same weights share the
+    backend (one KV cache, one llama context): a call holds the backend's lock from its first
+    tokenisation to its last logits, so programs on several threads take turns instead of
+    corrupting each other's cache (or llama.cpp's heap).
+    """
 
     def __init__(self, backend: Backend, session: Session, options: Options | None = None) -> None:
         self.backend = backend
@@ -71,26 +109,31 @@ class Engine:
         if not data:
             return
         store = self.session.store
-        ids = self.backend.tokenize(data, add_bos=False)
-        pieces = [self.backend.token_bytes(i) for i in ids]
+        with self.backend.lock:
+            ids = self.backend.tokenize(data, add_bos=False)
+            pieces = [self.backend.token_bytes(i) for i in ids]
         if b"".join(pieces) != data:  # a tokenizer that does not round-trip: keep the bytes exact
             ids, pieces = [ids[0] if ids else 0], [data]
         for tid, b in zip(ids, pieces):
             store.append(Token(node_id=node_id, pos=pos, id=tid, bytes=b, kind=TokenKind.PROMPT))
             pos += len(b)
 
-    def run(self, text: bytes, lark: str, node_id: int, *,
+    def run(self, text: bytes, lark: "str | Lowered", node_id: int, *,
             stop_check: Callable[[bytes], int | None] | None = None,
             temperature: float | None = None) -> CallResult:
         """Extend ``text`` under the grammar ``lark``; returns the new text and captures.
 
+        ``lark`` is Lark text, or a :class:`~engines.grammar.Lowered` grammar, which also
+        carries the checks for regexes that can never match or are cut by ``max_tokens``.
         ``temperature`` applies where llguidance reports none (it does not for
         every terminal); otherwise the engine's default (greedy) does.
         """
-        call = _Call(self, text, lark, node_id, stop_check)
-        if temperature is not None:
-            call.temperature = temperature
-        return call.run()
+        lowered = lark if isinstance(lark, Lowered) else Lowered(lark)
+        with self.backend.lock:
+            call = _Call(self, text, lowered, node_id, stop_check)
+            if temperature is not None:
+                call.temperature = temperature
+            return call.run()
 
     def bitmask(self, n_vocab: int) -> np.ndarray:
         if self._bitmask is None or self._bitmask.shape[1] * 32 < n_vocab:
@@ -101,7 +144,7 @@ class Engine:
 class _Call:
     """State of one grammar call."""
 
-    def __init__(self, engine: Engine, text: bytes, lark: str, node_id: int,
+    def __init__(self, engine: Engine, text: bytes, lowered: Lowered, node_id: int,
                  stop_check: Callable[[bytes], int | None] | None) -> None:
         self.engine = engine
         self.backend = engine.backend
@@ -122,10 +165,15 @@ class _Call:
         try:
             # llguidance cannot backtrack without fast-forward tokens: the ff switch turns both off.
             self.interp = llguidance.LLInterpreter(
-                tok, lark, enable_backtrack=self.opts.enable_backtrack and self.opts.enable_ff_tokens,
+                tok, lowered.lark, enable_backtrack=self.opts.enable_backtrack and self.opts.enable_ff_tokens,
                 enable_ff_tokens=self.opts.enable_ff_tokens, log_level=0)
         except (ValueError, RuntimeError) as e:
             raise GrammarError(f"invalid grammar: {one_line(e)}") from None
+        # llguidance accepts a regex whose language is empty and then stops without a word: refuse it.
+        for pattern, what in lowered.regexes:
+            if regex_is_empty(pattern):
+                raise GrammarError(one_line(f"{what}: the regex {pattern!r} can never match (no text matches it)"))
+        self.lowered = lowered
         self.n_vocab = tok.vocab_size
 
     # -- text changes, each mirrored by an event ---------------------------
@@ -199,6 +247,14 @@ class _Call:
             healed = interp.process_prompt(prompt)
         except (ValueError, RuntimeError) as e:
             raise EngineError(f"llguidance: {one_line(e)}") from None
+        bitmask = self.engine.bitmask(self.n_vocab)
+        t0 = time.perf_counter_ns()
+        first = self._compute_mask(bitmask)
+        first_us = (time.perf_counter_ns() - t0) // 1000
+        if first.get("stop") and not interp.is_accepting():
+            # Stopped before the first token, and not in an accepting state: no text satisfies the grammar.
+            raise GrammarError(f"the grammar can never match: no text satisfies it "
+                               f"(llguidance stopped with {interp.stop_reason()} before the first token)")
         self._append_ids(prompt)
         if prompt and prompt[0] == backend.bos_id:
             self.lens[0] = 0  # BOS is not part of the text
@@ -208,19 +264,23 @@ class _Call:
             self.backtrack(self._drop_ids(n), n, "healing")
         self.pending = list(healed[keep:])  # the grammar's forced prefix
         self._append_ids(self.pending)
-        bitmask = self.engine.bitmask(self.n_vocab)
         t_step = time.perf_counter_ns()
         stop_reason = ""
         while True:
             session.check_cancelled()
             t0 = time.perf_counter_ns()
-            try:
-                info = json.loads(interp.unsafe_compute_mask_ptr(bitmask.ctypes.data, bitmask.nbytes))
-            except (ValueError, RuntimeError) as e:
-                raise EngineError(f"llguidance: {one_line(e)}") from None
+            if first is not None:  # computed above, before any event
+                info, first = first, None
+                t0 -= first_us * 1000
+            else:
+                info = self._compute_mask(bitmask)
             mask_us = (time.perf_counter_ns() - t0) // 1000
             self._progress(info)
             if info.get("stop"):
+                if not interp.is_accepting():
+                    session.warn(one_line(f"the grammar stopped before it could match: no token can continue "
+                                          f"{bytes(self.text[self.start_len:])[-40:]!r} "
+                                          f"(llguidance: {interp.stop_reason()})"))
                 break
             rows = backend.logits(self.ids, len(self.pending) + 1)
             decode_us = (time.perf_counter_ns() - t0) // 1000 - mask_us
@@ -268,8 +328,14 @@ class _Call:
             self._flush_pending(rows[:-1], (time.perf_counter_ns() - t0) // 1000)
         self.result.stop_reason = stop_reason or _STOP_REASONS.get(interp.stop_reason(), interp.stop_reason())
         self.result.text = bytes(self.text)
-        self._finish_captures()
+        self._finish_captures(complete=not stop_reason and interp.is_accepting())
         return self.result
+
+    def _compute_mask(self, bitmask: np.ndarray) -> dict:
+        try:
+            return json.loads(self.interp.unsafe_compute_mask_ptr(bitmask.ctypes.data, bitmask.nbytes))
+        except (ValueError, RuntimeError) as e:
+            raise EngineError(f"llguidance: {one_line(e)}") from None
 
     def _cut(self, end: int) -> None:
         """Drop whole tokens past ``end``, then re-add the part of the last one before ``end`` as forced."""
@@ -290,12 +356,31 @@ class _Call:
                 value = bytes.fromhex(item.get("hex", ""))
                 self.raw_captures.append((item["name"], value))
 
-    def _finish_captures(self) -> None:
-        """Capture events with log-probabilities summed over the tokens that produced them."""
+    def _finish_captures(self, complete: bool) -> None:
+        """Capture events with log-probabilities summed over the tokens that produced them.
+
+        ``complete``: the grammar ran to an accepting end, so every capture on every path matched.
+        """
         out = bytes(self.text)
         # llguidance reports a capture again as it grows (first empty): the last report wins.
         latest = dict(self.raw_captures)
+        if complete:
+            # llguidance never reports a capture that matched empty text without a lexeme being
+            # scanned (gen(max_tokens=0), select([""]), regex("")): it matched all the same.
+            for name in sorted(self.lowered.always - latest.keys()):
+                latest[name] = b""
+        for check in self.lowered.cut_checks:
+            value = latest.get(check.capture)
+            if value is not None and not regex_matches(check.pattern, value):
+                # llguidance ends a lexeme whose budget ran out wherever it is, and reports no reason.
+                what = f"gen {check.name!r}" if check.name else "gen(regex=...)"
+                self.engine.session.warn(one_line(
+                    f"{what} was cut by max_tokens={check.max_tokens} before it matched its regex "
+                    f"{check.pattern!r}; kept the partial text {value.decode('utf-8', 'replace')!r}"))
+                self.result.stop_reason = "max_tokens"
         for name, value in latest.items():
+            if name.startswith(INTERNAL_CAPTURE):
+                continue
             # The value may begin in the healed prompt bytes, just before this call's own text.
             start = out.rfind(value, max(0, self.start_len - 16)) if value else -1
             lp = 0.0

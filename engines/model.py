@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 from tracing import NodeClose, NodeOpen
 
-from .grammar import Gen, GrammarNode, Join, Literal, captures_appending, main_kind, to_lark
+from .grammar import Gen, GrammarNode, Join, Literal, captures_appending, lower, main_kind
 from .loop import CallResult, Engine
 
 # -- role blocks -------------------------------------------------------------
@@ -163,21 +163,48 @@ class Model:
             return lm._grammar(other)
         raise TypeError(f"cannot add {type(other).__name__} to a model")
 
+    # Threads: a node's events (open, tokens, backtracks, close) are appended under the session's
+    # lock, so another thread's never fall between them.  The store rebuilds text from the order of
+    # events: a NodeOpen switches to its base's text, and tokens extend whatever text is current.
+    # Events that do not start with a NodeOpen (a role's closer, a container's close) first make
+    # sure the current text is this model's (``_resync``).
+
     def _open(self, kind: str, name: str, grammar: str = "") -> int:
-        store = self.engine.session.store
-        node = self.engine.session.next_node_id()
-        store.append(NodeOpen(node_id=node, parent_id=self._container, base_id=self._node, kind=kind,
-                              name=name, grammar=grammar))
+        session = self.engine.session
+        with session.lock:
+            node = session.next_node_id()
+            session.store.append(NodeOpen(node_id=node, parent_id=self._container, base_id=self._node, kind=kind,
+                                          name=name, grammar=grammar))
+            session.state_node = node
         return node
 
     def _close(self, node: int, stop_reason: str = "") -> None:
-        self.engine.session.store.append(NodeClose(node_id=node, stop_reason=stop_reason))
+        session = self.engine.session
+        with session.lock:
+            session.store.append(NodeClose(node_id=node, stop_reason=stop_reason))
+            session.state_node = node
+
+    def _resync(self) -> None:
+        """Make the store's current text this model's again (call with the session's lock held).
+
+        Another thread's events, or a branch taken from an older model, leave it elsewhere; an
+        empty literal node based on this model's node switches it back.
+        """
+        if self.engine.session.state_node != self._node:
+            self._close(self._open("literal", ""))
+
+    def _close_container(self, node: int, stop_reason: str = "") -> None:
+        """Close ``node`` (a program, a role, a tool call) whose final text is this model's."""
+        with self.engine.session.lock:
+            self._resync()
+            self._close(node, stop_reason)
 
     def _literal(self, text: str, kind: str = "literal") -> "Model":
         data = text.encode("utf-8")
-        node = self._open(kind, _preview(text))
-        self.engine.emit_prompt(node, len(self._text), data)
-        self._close(node)
+        with self.engine.session.lock:
+            node = self._open(kind, _preview(text))
+            self.engine.emit_prompt(node, len(self._text), data)
+            self._close(node)
         return self._replace(_text=self._text + data, _node=node)
 
     def _grammar(self, g: GrammarNode) -> "Model":
@@ -186,16 +213,17 @@ class Model:
     def grammar_call(self, g: GrammarNode, *, stop_check=None, kind: str | None = None,
                      name: str | None = None) -> "tuple[Model, CallResult]":
         """Run one grammar as one trace node; returns the new model and the call's result."""
-        lark = to_lark(g)
-        node = self._open(kind or main_kind(g), name if name is not None else g.label, lark)
-        try:
-            temps = [n.temperature for n in g.walk() if isinstance(n, Gen) and n.temperature is not None]
-            res = self.engine.run(self._text, lark, node, stop_check=stop_check,
-                                  temperature=max(temps) if temps else None)
-        except BaseException as e:
-            self._close(node, f"error: {type(e).__name__}")
-            raise
-        self._close(node, res.stop_reason)
+        lowered = lower(g)
+        temps = [n.temperature for n in g.walk() if isinstance(n, Gen) and n.temperature is not None]
+        with self.engine.session.lock:
+            node = self._open(kind or main_kind(g), name if name is not None else g.label, lowered.lark)
+            try:
+                res = self.engine.run(self._text, lowered, node, stop_check=stop_check,
+                                      temperature=max(temps) if temps else None)
+            except BaseException as e:
+                self._close(node, f"error: {type(e).__name__}")
+                raise
+            self._close(node, res.stop_reason)
         caps = dict(self._captures)
         appending = captures_appending(g)
         for cname, value, _lp in res.captures:
@@ -217,7 +245,7 @@ class Model:
             self._close(node, "error")
             raise TypeError(f"program function {call.name}() must return the model, got {type(out).__name__}")
         out = out._sync_roles()  # close role blocks opened inside the function
-        self._close(node)
+        out._close_container(node)
         return out._replace(_node=node, _container=self._container)
 
     def _sync_roles(self) -> "Model":
@@ -230,19 +258,21 @@ class Model:
         if common == len(mine) and common == len(active):
             return self
         lm = self
-        for block, node, parent in reversed(mine[common:]):
-            _, closer = lm._markers.get(block.role, ("", ""))
-            data = closer.encode()
-            lm.engine.emit_prompt(node, len(lm._text), data)
-            lm._close(node)
-            lm = lm._replace(_text=lm._text + data, _node=node, _container=parent, _roles=lm._roles[:-1])
-        for block in active[common:]:
-            opener, _ = lm._markers.get(block.role, (f"{block.role}: ", "\n"))
-            node = lm._open("role", block.role)
-            data = opener.encode()
-            lm.engine.emit_prompt(node, len(lm._text), data)
-            lm = lm._replace(_text=lm._text + data, _node=node, _container=node,
-                             _roles=lm._roles + ((block, node, lm._container),))
+        with self.engine.session.lock:
+            for block, node, parent in reversed(mine[common:]):
+                _, closer = lm._markers.get(block.role, ("", ""))
+                data = closer.encode()
+                lm._resync()  # the closer's tokens continue this model's text
+                lm.engine.emit_prompt(node, len(lm._text), data)
+                lm._close(node)
+                lm = lm._replace(_text=lm._text + data, _node=node, _container=parent, _roles=lm._roles[:-1])
+            for block in active[common:]:
+                opener, _ = lm._markers.get(block.role, (f"{block.role}: ", "\n"))
+                node = lm._open("role", block.role)
+                data = opener.encode()
+                lm.engine.emit_prompt(node, len(lm._text), data)
+                lm = lm._replace(_text=lm._text + data, _node=node, _container=node,
+                                 _roles=lm._roles + ((block, node, lm._container),))
         return lm
 
 

@@ -25,6 +25,11 @@ class Session:
     monitoring: bool = True
     cancel_event: threading.Event = field(default_factory=threading.Event)
     _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
+    #: Held while a model appends one node's events (open, tokens, close), so programs on several
+    #: threads never interleave inside a node: the store rebuilds text from the event order.
+    lock: threading.RLock = field(default_factory=threading.RLock)
+    #: The node whose text the store's state is in after the last node event (see Model._resync).
+    state_node: int = 0
     _monitor_listener: object = None
     _listener_lock: threading.Lock = field(default_factory=threading.Lock)
     _closed: bool = False

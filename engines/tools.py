@@ -50,7 +50,7 @@ def run_with_tools(lm, g: Gen):
         except Exception as e:  # a failing tool is reported in the trace, not fatal to the program
             lm.engine.session.store.append(Message(level="error", text=f"tool {name}({raw_args}) failed: {e}"))
             inner = inner + f" = error: {e}"
-        lm._close(node, "tool")
+        inner._close_container(node, "tool")
         lm = inner._replace(_node=node, _container=lm._container)
         if remaining is not None and remaining <= 0:
             break

@@ -409,8 +409,9 @@ class TransformersBackend(Backend):
 
     # -- evaluation -----------------------------------------------------
     def reset(self) -> None:
-        self._cache = DynamicCache()
-        self._cached = []
+        with self.lock:
+            self._cache = DynamicCache()
+            self._cached = []
 
     def _trim(self, keep: int) -> None:
         drop = len(self._cached) - keep
@@ -422,6 +423,10 @@ class TransformersBackend(Backend):
             del self._cached[keep:]
 
     def logits(self, ids: list[int], n_rows: int = 1) -> np.ndarray:
+        with self.lock:  # the decode loop holds it already for a whole call; direct callers too
+            return self._logits(ids, n_rows)
+
+    def _logits(self, ids: list[int], n_rows: int) -> np.ndarray:
         if len(ids) >= self.n_ctx:
             raise ContextOverflow(f"context overflow: {len(ids)} tokens do not fit the context of "
                                   f"{self.n_ctx} tokens (pass n_ctx= to the model)")
@@ -460,14 +465,15 @@ class TransformersBackend(Backend):
             raise
 
     def close(self) -> None:
-        self._cache = None
-        self._cached = []
-        model = getattr(self, "_model", None)
-        if model is not None:
-            self._model = None
-            if self.device.type == "cuda":
-                del model
-                torch.cuda.empty_cache()
+        with self.lock:  # never drop the cache under a call running on another thread
+            self._cache = None
+            self._cached = []
+            model = getattr(self, "_model", None)
+            if model is not None:
+                self._model = None
+                if self.device.type == "cuda":
+                    del model
+                    torch.cuda.empty_cache()
 
 
 def _decoder_mode(tok) -> str:
