@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import datetime as _dt
-import re
 from pathlib import Path
 
 import platformdirs
 
 APP = "guidance-tui"
-TRACE_SUFFIX = ".gtt"
 
 
 def data_dir() -> Path:
@@ -17,12 +14,11 @@ def data_dir() -> Path:
 
 
 def default_trace_path(script: str) -> Path:
-    """A fresh file under the user data directory, named for the script and the time."""
-    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(script).stem) or "run"
-    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
-    path = data_dir() / "runs" / f"{stamp}-{stem}{TRACE_SUFFIX}"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path
+    """A fresh file in the runs directory (``$GUIDANCE_TUI_RUNS``, else under the user data
+    directory), named for the script and the time.  Raises RunsDirError (one line)."""
+    from tracing.runs import new_trace_path
+
+    return new_trace_path(script)
 
 
 def examples_dir() -> Path:

@@ -9,6 +9,8 @@ import pytest
 
 # Tests never read or write the user's own settings and keymap (subprocesses inherit this too).
 os.environ["GUIDANCE_TUI_CONFIG_DIR"] = tempfile.mkdtemp(prefix="guidance-tui-config-")
+# ...nor fill the user's runs directory.
+os.environ["GUIDANCE_TUI_RUNS"] = os.path.join(tempfile.mkdtemp(prefix="guidance-tui-runs-"), "runs")
 
 
 @pytest.fixture()
