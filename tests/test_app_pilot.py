@@ -226,9 +226,9 @@ async def test_an_error_run_shows_the_traceback_and_status_error():
         assert pane.has_class("-shown")
         assert "ZeroDivisionError" in str(app.inspector.error_pane.body.render())
         assert app.inspector.metrics_bar.stats.status == "error"
-        await pilot.press("left")  # before the RunEnd: not an error yet
+        await pilot.press("left")  # before the RunEnd: no traceback yet...
         assert not pane.has_class("-shown")
-        assert app.inspector.metrics_bar.stats.status == "running"
+        assert app.inspector.metrics_bar.stats.status == "error"  # ...but the run's status stays what it is
 
 
 @sync
@@ -468,4 +468,4 @@ async def test_at_80x24_the_header_keeps_the_script_name_token_and_backtrack_cou
         await pilot.press("home")  # the backtrack count up to the cursor, out of the run's
         await pilot.pause()
         row = header_row(app)
-        assert "running" in row and "1 tok" in row and "↶ 0/1" in row and title[:20] in row
+        assert "done" in row and "1 tok" in row and "↶ 0/1" in row and title[:20] in row

@@ -1,5 +1,6 @@
 """The inspector app: holds the theme, the keymap and the exit code; the
-screens do the inspecting (``InspectorScreen``: one run, live or replayed)."""
+screens do the inspecting (``InspectorScreen``: one run, live or replayed;
+``RunsScreen``: the run browser)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,9 @@ from guidance_tui.widgets.styles import Styles
 
 
 class InspectorApp(App[int]):
-    """Inspect a run (see ``InspectorScreen`` for the arguments).
+    """Inspect a run (see ``InspectorScreen`` for the arguments), or with
+    ``store=None`` browse the runs in ``browse`` (a runs directory; ``live_only``:
+    just the live ones, to choose one to attach to).
 
     ``keymap``: binding id → keys, the user's rebindings (``guidance_tui.config.load_keymap``).
     ``theme``: the theme to start with (the user's saved choice); ``on_theme``
@@ -30,12 +33,16 @@ class InspectorApp(App[int]):
     TITLE = "guidance-tui"
     ENABLE_COMMAND_PALETTE = True
 
-    def __init__(self, store: TraceStore, *, script_run=None, live: bool = False, loader=None, title: str = "",
-                 tick_hz: float = TICK_HZ, use_monitor: bool = True, keymap: dict[str, str] | None = None,
-                 theme: str | None = None, on_theme=None, screenshot_dir: Path | None = None) -> None:
+    def __init__(self, store: TraceStore | None = None, *, script_run=None, follower=None, live: bool = False,
+                 loader=None, title: str = "", tick_hz: float = TICK_HZ, use_monitor: bool = True,
+                 keymap: dict[str, str] | None = None, theme: str | None = None, on_theme=None,
+                 screenshot_dir: Path | None = None, browse: Path | None = None, live_only: bool = False) -> None:
         super().__init__()
-        self.inspector = InspectorScreen(store, script_run=script_run, live=live, loader=loader, title=title,
-                                         tick_hz=tick_hz, use_monitor=use_monitor)
+        self.inspector = None if store is None else InspectorScreen(
+            store, script_run=script_run, follower=follower, live=live, loader=loader, title=title,
+            tick_hz=tick_hz, use_monitor=use_monitor)
+        self.browse = browse
+        self.live_only = live_only
         self.keymap = dict(keymap or {})
         self.startup_warning = ""
         self.text_styles = Styles()
@@ -45,7 +52,20 @@ class InspectorApp(App[int]):
 
     # -- lifecycle ---------------------------------------------------------
     def get_default_screen(self) -> Screen:
+        if self.inspector is None:
+            from guidance_tui.app.runs_screen import RunsScreen
+
+            return RunsScreen(self.browse, live_only=self.live_only)
         return self.inspector
+
+    def open_run(self, path: str | Path) -> None:
+        """Open a recorded run over the current screen (``q`` there comes back)."""
+        from guidance_tui.state.sources import open_recording
+
+        rec = open_recording(path)
+        self.push_screen(InspectorScreen(rec.store, **rec.screen_options()))
+        if rec.warning:
+            self.notify(rec.warning, severity="warning", timeout=8)
 
     def on_mount(self) -> None:
         if self.keymap:
@@ -81,18 +101,19 @@ class InspectorApp(App[int]):
 
     @property
     def result(self):
-        return self.inspector.result
+        return self.inspector.result if self.inspector is not None else None
 
     @property
     def run_error(self) -> BaseException | None:
-        return self.inspector.run_error
+        return self.inspector.run_error if self.inspector is not None else None
 
     async def action_quit(self) -> None:
-        self.inspector.stop_script()
+        if self.inspector is not None:
+            self.inspector.stop_script()
         self.exit(self._exit_code())
 
     def _exit_code(self) -> int:
-        result = self.inspector.result
+        result = self.result
         return exit_codes.OK if result is None else int(getattr(result, "exit_code", exit_codes.OK))
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:

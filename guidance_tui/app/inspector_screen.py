@@ -32,6 +32,7 @@ from guidance_tui.run.cpu_split import CpuSplit
 from guidance_tui.state.cursor import LOW_PROB, At, Cursor
 from guidance_tui.state.feed import FeedBatch, LiveFeed
 from guidance_tui.state.pacer import TICK_HZ, FramePacer
+from guidance_tui.state.stats import run_status
 from guidance_tui.state.token_index import TokenIndex
 from guidance_tui.widgets.backtrack_pane import BacktrackList
 from guidance_tui.widgets.colors import COLOR_METRICS, UNDERLINE_METRICS, Palette, ThemeColors
@@ -56,26 +57,29 @@ class InspectorScreen(Screen):
     ``script_run``: run in a thread worker (live mode): a ScriptProcess (the
     script in a child process; the live feed decodes its trace file on each
     tick) or anything with ``run()``, ``cancel()`` and ``store`` that fills
-    the store.  ``loader``: a TraceLoader still filling ``store`` (replay of a
-    big file).
+    the store.  ``follower``: a TraceFollower reading a file another process
+    writes (attach, or replay of a live run).  ``loader``: a TraceLoader still
+    filling ``store`` (replay of a big file).
     """
 
     BINDINGS = bindings()
     COMMANDS = {InspectorCommands}
 
-    def __init__(self, store: TraceStore, *, script_run=None, live: bool = False, loader=None, title: str = "",
-                 tick_hz: float = TICK_HZ, use_monitor: bool = True) -> None:
+    def __init__(self, store: TraceStore, *, script_run=None, follower=None, live: bool = False, loader=None,
+                 title: str = "", tick_hz: float = TICK_HZ, use_monitor: bool = True) -> None:
         super().__init__()
         self.store = store
         self.script_run = script_run
-        self.live = live or script_run is not None
+        self.follower = follower
+        self.live = live or script_run is not None or follower is not None
         self.loader = loader
         self.run_title = title
         self.use_monitor = use_monitor
         self.index = TokenIndex(store)
         self.cursor = Cursor(self.index, following=True)
         self.pacer = FramePacer(tick_hz)
-        self.feed = LiveFeed(self.index, script_run)
+        self.feed = LiveFeed(self.index, follower if follower is not None else script_run)
+        self._ended_said = False  # the run's end was announced
         self.token_view = TokenView(self.index, Palette(ThemeColors.from_variables({})), id="tokens")
         self.tree_pane = NodeTree(self.index, id="tree")
         self.backtrack_pane = BacktrackList(self.index, id="backtracks")
@@ -147,6 +151,8 @@ class InspectorScreen(Screen):
             self._monitor = None
         if self.loader is not None:
             self.loader.stop()
+        if self.follower is not None:
+            self.follower.close()
 
     def _run_script(self) -> None:
         try:
@@ -172,8 +178,36 @@ class InspectorScreen(Screen):
 
     # -- the timer -----------------------------------------------------------
     @property
+    def writer(self) -> str:
+        """live (the run is being written), gone (it was, and its writer ended) or none (a recording)."""
+        if self.script_run is not None:
+            return "gone" if self.script_done.is_set() else "live"
+        if self.follower is not None:
+            return "live" if self.follower.writer_alive() else "gone"
+        return "live" if self.live else "none"  # a test's producer, filling the store in-process
+
+    @property
+    def status(self) -> str:
+        return run_status(self.store, self.writer)
+
+    @property
     def mode(self) -> str:
-        return "loading" if self.loader is not None else ("live" if self.live else "replay")
+        if self.loader is not None:
+            return "loading"
+        return "live" if self.status == "live" else "replay"
+
+    def _announce_end(self) -> None:
+        """Once: the run ended while the app watched it (the app stays open)."""
+        if self._ended_said or not self.live or self.status == "live":
+            return
+        self._ended_said = True
+        status = self.status
+        if status == "died":
+            self.notify("The run's writer is gone without an end: showing everything it flushed.",
+                        title="Writer gone", severity="error", timeout=10)
+        elif self.follower is not None:
+            self.notify(f"The run ended: {status}.", title="Run ended", timeout=6)
+        self.pacer.slow_pending = True  # the header's status and mode change
 
     def _drain(self, initial: bool = False) -> None:
         cur = self.cursor
@@ -216,6 +250,8 @@ class InspectorScreen(Screen):
         if self._monitor is not None:
             self.resource_bar.set_cursor(cur.seq)
         self._finish_loading(fb)
+        if self.live and not self._ended_said:
+            self._announce_end()
 
     def _finish_loading(self, fb: FeedBatch) -> None:
         loader = self.loader
@@ -274,7 +310,9 @@ class InspectorScreen(Screen):
         return idx.token_at(seq)
 
     def _at(self, scroll: str | None = None) -> At:
-        return At(self.cursor.seq, self._selected(), self.mode, scroll)
+        status = self.status
+        mode = "loading" if self.loader is not None else ("live" if status == "live" else "replay")
+        return At(self.cursor.seq, self._selected(), mode, scroll, status)
 
     def _sync(self, *, scroll: str | None = "selected", throttle: bool = False) -> None:
         """Redraw for the cursor: the stream and timeline now, the other panes
@@ -388,6 +426,14 @@ class InspectorScreen(Screen):
         self.app.push_screen(HelpScreen())
 
     async def action_quit(self) -> None:
+        """Quit; a run opened from the run browser goes back to it instead."""
+        from guidance_tui.app.runs_screen import RunsScreen
+
+        stack = self.app.screen_stack
+        if len(stack) > 1 and stack[-1] is self and isinstance(stack[-2], RunsScreen):
+            self.stop_script()
+            self.app.pop_screen()
+            return
         await self.app.action_quit()
 
     def _update_token_title(self) -> None:

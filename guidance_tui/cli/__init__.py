@@ -36,8 +36,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--record", metavar="FILE", help="trace file to write (default: in the user data directory)")
     p.add_argument("--plain", action="store_true", help="print a plain transcript instead of opening the app")
 
-    p = sub.add_parser("replay", help="scrub through a recorded trace, no model needed")
-    p.add_argument("file")
+    p = sub.add_parser("replay", help="scrub through a recorded trace, no model needed (default: the newest run)")
+    p.add_argument("file", nargs="?")
+
+    p = sub.add_parser("runs", help="browse the recorded runs, live ones first (a table when not a terminal)")
+    p.add_argument("filter", nargs="*", help="only runs whose row or path contains these words")
+    p.add_argument("--plain", action="store_true", help="print the table instead of opening the browser")
+
+    p = sub.add_parser("attach", help="join a run another process is recording: what it wrote so far, then live")
+    p.add_argument("target", nargs="?", metavar="PID|PATH",
+                   help="the recording process or its trace file (default: the newest live run)")
 
     p = sub.add_parser("demo", help="run a bundled example on the embedded default model")
     p.add_argument("name", nargs="?", default="arithmetic", help="example name (default: arithmetic)")
@@ -108,13 +116,14 @@ def take_own_options(args) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
-        return exit_codes.USAGE
     try:
+        if args.command is None:  # the run browser
+            args.command, args.plain, args.filter = "runs", False, []
         if hasattr(args, "args"):
             take_own_options(args)
-        if args.command in ("info", "export"):
+        if args.command in ("runs", "attach"):
+            from guidance_tui.cli import runs_commands as mod
+        elif args.command in ("info", "export"):
             from guidance_tui.cli import inspect_commands as mod
         elif args.command in ("record", "model"):
             from guidance_tui.cli import record_commands as mod

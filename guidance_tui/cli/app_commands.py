@@ -145,6 +145,15 @@ def cmd_replay(args) -> int:
 
     from guidance_tui.state.loader import TraceLoader
 
+    if args.file is None:
+        from guidance_tui.cli.runs_commands import newest_finished_run
+
+        args.file = str(newest_finished_run())
+    if _stdout_is_terminal() and _writer_of(args.file) is not None:  # still being written: follow it
+        from guidance_tui.cli.runs_commands import cmd_attach
+
+        args.target = args.file
+        return cmd_attach(args)
     try:
         loader = TraceLoader(args.file)
     except TraceFormatError as e:
@@ -174,6 +183,16 @@ def cmd_replay(args) -> int:
         raise CliError(str(loader.error))
     _warn_truncated(loader)
     return exit_codes.OK
+
+
+def _writer_of(path: str):
+    """The live process writing ``path``, if any (the registry may be unreadable: then none)."""
+    from tracing.runs import live_run_for
+
+    try:
+        return live_run_for(path)
+    except OSError:
+        return None
 
 
 def _warn_truncated(loader) -> None:

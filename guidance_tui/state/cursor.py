@@ -22,14 +22,16 @@ MAX_GAP_US = 1_000_000  # playback skips idle gaps longer than this
 @dataclass(frozen=True)
 class At:
     """What every pane is shown: the store up to ``seq``, with ``token`` (an
-    index into the token columns, -1 for none) selected.  ``mode`` is live,
-    replay or loading; ``scroll`` tells the token stream where to scroll:
+    index into the token columns, -1 for none) selected.  ``mode`` is live
+    (the writer is running), replay or loading; ``status`` the run's (see
+    stats.run_status); ``scroll`` tells the token stream where to scroll:
     "end", "follow", "selected" or None (leave it)."""
 
     seq: int
     token: int
     mode: str = "replay"
     scroll: str | None = None
+    status: str | None = None
 
 
 @dataclass

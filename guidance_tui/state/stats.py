@@ -11,7 +11,7 @@ from guidance_tui.state.token_index import TokenIndex
 
 @dataclass(frozen=True)
 class RunStats:
-    status: str  # empty | running | done | error | interrupted
+    status: str  # the run's, not the cursor's: see run_status
     tokens: int
     generated: int
     forced: int
@@ -28,18 +28,21 @@ class RunStats:
         return 100.0 * self.forced / sampled if sampled else None
 
 
-def status_at(index: TokenIndex, seq: int) -> str:
-    store = index.store
+def run_status(store, writer: str) -> str:
+    """What the run is now, wherever the cursor is: done, error or interrupted (its
+    end is recorded), live (its writer is running), died (the writer is gone
+    without an end), incomplete (a recording without an end, writer unknown),
+    or empty.  ``writer`` is "live", "gone" or "none" (not known: a replay)."""
     end = store.run_end()
-    if end is not None and end.seq <= seq:
+    if end is not None:
         return end.status
-    if seq < 0 or len(store) == 0:
+    if len(store) == 0 and writer != "live":
         return "empty"
-    return "running"
+    return {"live": "live", "gone": "died"}.get(writer, "incomplete")
 
 
-def stats_at(index: TokenIndex, seq: int) -> RunStats:
-    """Figures for the store up to ``seq``."""
+def stats_at(index: TokenIndex, seq: int, status: str | None = None) -> RunStats:
+    """Figures for the store up to ``seq``; ``status``: the run's (default: from its end, else incomplete)."""
     k = index.count_at(seq)
     gen, forced = index.cum_gen[k], index.cum_forced[k]
     sampled = gen + forced
@@ -55,5 +58,6 @@ def stats_at(index: TokenIndex, seq: int) -> RunStats:
         if sampled > 1 and t_last > t_first:
             rate = (sampled - 1) / ((t_last - t_first) / 1e6)
     mean = index.cum_gen_latency[k] / gen if gen else None
-    return RunStats(status_at(index, seq), k, gen, forced, k - sampled, index.backtracks_at(seq), rate, ttft, mean,
+    status = status if status is not None else run_status(store, "none")
+    return RunStats(status, k, gen, forced, k - sampled, index.backtracks_at(seq), rate, ttft, mean,
                     len(index.backtracks))

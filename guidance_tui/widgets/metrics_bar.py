@@ -11,9 +11,10 @@ from guidance_tui.state.token_index import TokenIndex
 from guidance_tui.widgets.strips import Run, RunsBar, runs_width
 from guidance_tui.widgets.styles import Styles
 
-STATUS_ICONS = {"running": "●", "done": "✔", "error": "✖", "interrupted": "■", "empty": "○"}
-STATUS_COLORS = {"running": "accent", "done": "success", "error": "error", "interrupted": "warning",
-                 "empty": "muted"}
+STATUS_ICONS = {"live": "●", "done": "✔", "error": "✖", "interrupted": "■", "died": "✝", "incomplete": "…",
+                "empty": "○"}
+STATUS_COLORS = {"live": "accent", "done": "success", "error": "error", "interrupted": "warning",
+                 "died": "error", "incomplete": "warning", "empty": "muted"}
 MODES = {"live": "LIVE", "replay": "REPLAY", "loading": "LOADING"}
 
 
@@ -106,7 +107,7 @@ class MetricsBar(RunsBar):
         self.text_styles = Styles()
 
     def show_at(self, at: At) -> None:
-        self.show(stats_at(self.index, at.seq), at.mode)
+        self.show(stats_at(self.index, at.seq, at.status), at.mode)
 
     def apply_styles(self, styles: Styles) -> None:
         self.text_styles = styles

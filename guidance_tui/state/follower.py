@@ -1,0 +1,85 @@
+"""Following a trace file another process is writing: attach, and replay of a live run.
+
+The file is the protocol: the follower reads it from byte 0 (everything
+before the attach first), then whatever it gains, frame by frame, and never
+talks to the writer, so any number of viewers follow one run and none can
+slow it down.  Whether the writer is still there comes from the live registry
+(its pid and that pid's start time), checked at most twice a second.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+from tracing import TraceStore
+from tracing.fileformat import HEADER, FrameDecoder, check_header
+from tracing.runs import LiveRun, live_run_for
+
+WRITER_CHECK_S = 0.5
+
+
+def _writer_of(path: Path) -> LiveRun | None:
+    try:
+        return live_run_for(path)
+    except OSError:  # an unusable runs directory: no registry to ask
+        return None
+
+
+class TraceFollower:
+    """Decodes what ``path`` gains into ``store``; ``poll()`` from one thread at a time (the app's timer)."""
+
+    def __init__(self, path: str | Path, store: TraceStore | None = None, writer: LiveRun | None = None) -> None:
+        self.path = Path(path)
+        self.store = store if store is not None else TraceStore()
+        self.writer = writer if writer is not None else _writer_of(self.path)
+        self.polled_elsewhere = False  # LiveFeed sets it: only there is poll() called
+        self._lock = threading.Lock()
+        self._dec = FrameDecoder(alternatives=False)  # the detail pane unpacks a token's top-k when shown
+        self._fh = None
+        self._buf = b""
+        self._header_ok = False
+        self._alive = self.writer is not None
+        self._checked_at = time.monotonic()
+
+    def poll(self, max_events: int | None = None) -> int:
+        """Decode what the file gained (up to ``max_events`` events); the number added.
+        A damaged frame raises TraceFormatError (the caller stops following)."""
+        with self._lock:
+            if self._fh is None:
+                try:
+                    self._fh = open(self.path, "rb")
+                except FileNotFoundError:
+                    return 0
+            buf = self._buf + self._fh.read()
+            if not self._header_ok:
+                if len(buf) < HEADER.size:
+                    self._buf = buf
+                    return 0
+                check_header(buf, str(self.path))
+                buf = buf[HEADER.size:]
+                self._header_ok = True
+            if not buf:
+                self._buf = b""
+                return 0
+            events, dropped, pos = self._dec.decode_frames(buf, 0, str(self.path), max_events)
+            self._buf = buf[len(buf) - dropped:] if dropped else buf[pos:]  # an incomplete frame waits
+            self.store.extend_recorded(events, self._dec.take_packed())
+            return len(events)
+
+    def writer_alive(self) -> bool:
+        """The process writing the file is still running (checked at most every WRITER_CHECK_S)."""
+        if not self._alive:
+            return False
+        now = time.monotonic()
+        if now - self._checked_at >= WRITER_CHECK_S:
+            self._checked_at = now
+            self._alive = self.writer.writer_alive()
+        return self._alive
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fh is not None:
+                self._fh.close()
+                self._fh = None
