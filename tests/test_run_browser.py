@@ -120,6 +120,24 @@ async def test_d_deletes_after_a_confirmation(three_runs):
 
 
 @sync
+async def test_D_deletes_every_finished_run_the_filter_shows(three_runs):
+    a, b, c = three_runs
+    app = make_app(None, browse=runs.runs_dir())
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("slash", *"error died", "enter")  # every word must match: none does
+        await pilot.pause()
+        assert table_rows(app.screen) == []
+        await pilot.press("slash")
+        app.screen.query_one("#runs-query").value = "extract"
+        await pilot.press("enter", "D")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmDelete)
+        await pilot.press("y")
+        await pilot.pause()
+        assert not b.exists() and a.exists() and c.exists()
+
+
+@sync
 async def test_an_empty_runs_directory_shows_an_empty_state(rdir):
     app = make_app(None, browse=rdir)
     async with app.run_test(size=SIZE) as pilot:

@@ -52,6 +52,7 @@ class RunsScreen(Screen):
         Binding("s", "sort", "sort", id="runs-sort"),
         Binding("S", "reverse", "reverse", show=False, id="runs-reverse"),
         Binding("d", "delete", "delete", id="runs-delete"),
+        Binding("D", "delete_listed", "delete listed", key_display="D", id="runs-delete-listed"),
         Binding("escape", "clear_filter", "clear filter", show=False, id="runs-clear-filter"),
         Binding("q", "quit", "quit", id="runs-quit"),
     ]
@@ -217,6 +218,29 @@ class RunsScreen(Screen):
             self.refresh_runs()
 
         self.app.push_screen(ConfirmDelete(f"{row.summary.name} ({name}, {row.cells[7]})"), answer)
+
+    def action_delete_listed(self) -> None:
+        """Delete every finished run the filter shows (``/error``, then D: clean up the failures)."""
+        doomed = [r for r in self.rows if r.summary.status != "live"]
+        if not doomed:
+            self.notify("No finished run is listed.", timeout=3)
+            return
+        what = f"the {len(doomed)} finished runs listed" + (f" (filter: {self.query_text})" if self.query_text else "")
+
+        def answer(yes: bool | None) -> None:
+            if not yes:
+                return
+            failed = 0
+            for r in doomed:
+                try:
+                    delete_run(r.path)
+                except (OSError, RunsDirError):
+                    failed += 1
+            note = f"Deleted {len(doomed) - failed} runs" + (f"; {failed} could not be deleted" if failed else "")
+            self.notify(note, severity="warning" if failed else "information", timeout=4)
+            self.refresh_runs()
+
+        self.app.push_screen(ConfirmDelete(what), answer)
 
     def action_quit(self) -> None:
         self.app.exit(0)
