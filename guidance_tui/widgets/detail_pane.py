@@ -182,7 +182,7 @@ class DetailPane(Widget):
         rows: list[Row] = []
         rows.append([(f" {token_repr(tok.bytes)} ", c.chip),
                      (f"  {KIND_NAMES.get(kind, '?')}", c.for_kind(KIND_NAMES.get(kind, ""))),
-                     (f"  id {tok.id}", muted)])
+                     (f"  id {tok.id}" if tok.id >= 0 else "  id ?", muted)])  # -1: the engine did not say (guidance bridge)
         text = glyphs(tok.bytes)
         if 3 in text.kinds:  # raw bytes: a character split across tokens
             rows.append(Wrapped(f"bytes {tok.bytes.hex(' ')}  (partial UTF-8)", muted))
@@ -216,7 +216,7 @@ class DetailPane(Widget):
             name_w = max(6, min(16, max(cell_len(token_repr(a.bytes, 16)) for a in top)))
             rows.append([(f" # {'top-k'.ljust(name_w)} {'p'.rjust(PROB_W + BAR_W + 1)}", muted)])
             for rank, alt in enumerate(top, 1):
-                chosen = alt.id == tok.id
+                chosen = alt.id == tok.id if tok.id >= 0 else alt.bytes == tok.bytes
                 row = [(f"{rank:>2} ", muted),
                        (set_cell_size(token_repr(alt.bytes, name_w), name_w), "bold" if chosen else ""),
                        (" ", ""),
