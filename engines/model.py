@@ -172,11 +172,27 @@ class Model:
     def _open(self, kind: str, name: str, grammar: str = "") -> int:
         session = self.engine.session
         with session.lock:
+            session.ensure_run(self.engine.backend)  # the default session's run starts at its first node
+            if 0 < self._node < session.run_base and self._node not in session.carried:
+                self._carry_over()
             node = session.next_node_id()
-            session.store.append(NodeOpen(node_id=node, parent_id=self._container, base_id=self._node, kind=kind,
+            parent = self._container if self._container >= session.run_base else 0
+            session.store.append(NodeOpen(node_id=node, parent_id=parent, base_id=self._node, kind=kind,
                                           name=name, grammar=grammar))
             session.state_node = node
         return node
+
+    def _carry_over(self) -> None:
+        """This model continues a state of an earlier run of the session (a notebook's previous
+        cell): repeat its text as prompt tokens of a node with the same id, so this run's trace
+        has the whole text and the next node's ``base_id`` names a node of this trace."""
+        session = self.engine.session
+        session.carried.add(self._node)
+        session.store.append(NodeOpen(node_id=self._node, parent_id=0, base_id=0, kind="literal",
+                                      name="text from an earlier run"))
+        self.engine.emit_prompt(self._node, 0, self._text)
+        session.store.append(NodeClose(node_id=self._node, stop_reason="earlier run"))
+        session.state_node = self._node
 
     def _close(self, node: int, stop_reason: str = "") -> None:
         session = self.engine.session

@@ -45,6 +45,9 @@ def _shared(key: tuple, make):
 
 
 def _model(backend, options: Options, session) -> Model:
+    session.ensure_run(backend)  # the default session's run starts here (before the monitor's first sample)
+    if session.recorder is not None:
+        session.recorder.model_built(backend)
     engine = Engine(backend, session, options)
     session.store.append(Message(level="info", text=f"model: {backend.model_id} ({backend.name})"))
     return Model(engine)

@@ -3,7 +3,10 @@
 The runner (``guidance-tui run`` / ``record``) installs a session with its
 store, the model the user named on the command line, and a cancel flag.  A
 script run with plain ``python`` gets a default session with a store of its
-own, so programs behave the same either way.
+own, so programs behave the same either way.  That default session records
+too: its :class:`~engines.recording.Recorder` starts a run (a trace file in the
+runs directory) at the first engines event, not at import; see
+:mod:`engines.recording`.
 """
 
 from __future__ import annotations
@@ -33,9 +36,24 @@ class Session:
     _monitor_listener: object = None
     _listener_lock: threading.Lock = field(default_factory=threading.Lock)
     _closed: bool = False
+    #: The default session's recorder (None for a runner's session, which records itself).
+    recorder: object = None
+    #: Whether the monitor's samples go into the store (not between the default session's runs).
+    accept_metrics: bool = True
+    #: Node ids below this one belong to an earlier run of this session (see Model._carry_over).
+    run_base: int = 1
+    #: Nodes of earlier runs whose text this run's trace already repeats.
+    carried: set = field(default_factory=set)
 
     def next_node_id(self) -> int:
         return next(self._ids)
+
+    def ensure_run(self, backend=None) -> None:
+        """An engines event is about to be recorded: the default session's recorder starts a
+        run now if none is open (``backend``: the model, for the run's start and registry entry)."""
+        r = self.recorder
+        if r is not None and r.idle:
+            r.start_auto(backend)
 
     def check_cancelled(self) -> None:
         if self.cancel_event.is_set():
@@ -44,14 +62,14 @@ class Session:
     def start_monitoring(self) -> None:
         """Feed the shared monitor's samples into this session's store (once)."""
         if self.monitoring and self._monitor_listener is None:
-            store = self.store
             self._closed = False
 
             def listener(m: Metric) -> None:
                 # The sampler may call a listener just after release(): never append past close().
+                # The store is looked up each time: the default session has a new one per run.
                 with self._listener_lock:
-                    if not self._closed:
-                        store.append(m)
+                    if not self._closed and self.accept_metrics:
+                        self.store.append(m)
 
             self._monitor_listener = listener
             get_monitor().acquire(listener)
@@ -79,11 +97,21 @@ def activate(session: Session | None) -> None:
         _active = session
 
 
+def installed() -> Session | None:
+    """The session a runner installed with :func:`activate`, if any."""
+    return _active
+
+
 def current() -> Session:
+    """The runner's session if one is installed, else this process's default session
+    (created on first use, with a recorder that starts a run at its first event)."""
     global _default
     with _lock:
         if _active is not None:
             return _active
         if _default is None:
+            from .recording import Recorder
+
             _default = Session()
+            _default.recorder = Recorder(_default)
         return _default
