@@ -209,3 +209,36 @@ def test_replay_with_no_file_opens_the_newest_finished_run(rdir, monkeypatch):
 def test_replay_with_no_file_and_no_runs_is_one_line(rdir, capsys):
     assert main(["replay"]) == exit_codes.ERROR
     assert "no finished run" in capsys.readouterr().err
+
+
+@pytest.mark.model
+@sync
+async def test_attach_to_a_plain_python_program_on_the_real_model(rdir, tmp_path):
+    script = tmp_path / "story.py"
+    script.write_text("from engines import gen, models\n"
+                      "lm = models.default() + 'Once upon a time' + gen('story', max_tokens=60)\n"
+                      "print(lm['story'])\n")
+    proc = subprocess.Popen([sys.executable, str(script)], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        deadline = time.monotonic() + 120
+        live = []
+        while not live and time.monotonic() < deadline and proc.poll() is None:
+            live = runs.live_runs()
+            time.sleep(0.05)
+        assert live and live[0].pid == proc.pid and live[0].script == str(script)
+        rec = open_recording(live[0].trace)
+        assert rec.follower is not None
+        app = make_app(rec.store, **rec.screen_options())
+        async with app.run_test(size=SIZE) as pilot:
+            ins = app.inspector
+            await wait_for(pilot, lambda: rec.store.run_end() is not None, timeout=180)
+            await wait_for(pilot, lambda: ins.status == "done")
+            assert ins.index.n > 0
+    finally:
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    path = Path(live[0].trace)
+    assert same_events(rec.store, path)
+    assert oct(path.stat().st_mode & 0o777) == oct(0o600)
+    assert runs.live_runs() == []  # the writer's entry is gone with it
