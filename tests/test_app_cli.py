@@ -69,23 +69,19 @@ def test_run_without_a_terminal_prints_a_transcript_and_returns_the_exit_code(tm
     assert ("ZeroDivisionError" in out) == error
 
 
-def test_run_plain_cancels_the_script_on_ctrl_c(monkeypatch):
+def test_run_plain_cancels_the_script_on_ctrl_c():
+    import signal
     import threading
 
+    # The script runs in the main thread now: Ctrl-C is a real SIGINT there (see test_run_faults for scripts).
     run = FakeRun(small_events(), delay=0.05)
-    calls = {"n": 0}
-    real_wait = threading.Event.wait
-
-    def wait(self, timeout=None):  # Ctrl-C lands while the main thread waits for the script
-        if threading.current_thread() is threading.main_thread():
-            calls["n"] += 1
-            if calls["n"] == 2:
-                raise KeyboardInterrupt
-        return real_wait(self, timeout)
-
-    monkeypatch.setattr(threading.Event, "wait", wait)
+    timer = threading.Timer(0.12, signal.pthread_kill, (threading.main_thread().ident, signal.SIGINT))
+    timer.start()
     out = io.StringIO()
-    assert cmd_app.run_plain(run, file=out) == 130
+    try:
+        assert cmd_app.run_plain(run, file=out) == 130
+    finally:
+        timer.cancel()
     assert "interrupted" in out.getvalue()
 
 

@@ -375,3 +375,30 @@ def test_quitting_the_app_interrupts_the_bridge_run(guidance_python, tmp_path):
     assert app.script_done.wait(20)
     assert run.result.status == "interrupted" and run.proc.returncode == exit_codes.INTERRUPTED
     assert read_trace(run.trace_path).events[-1].status == "interrupted"
+
+
+def test_the_command_line_records_a_real_guidance_script_with_python(guidance_python, gguf, tmp_path):
+    """`guidance-tui record --python PY SCRIPT`: the user's own interpreter, the real guidance."""
+    import subprocess
+
+    from tracing import Capture, RunEnd, Token, read_trace
+
+    script = write(tmp_path, "qa.py", QA_SCRIPT)
+    out = tmp_path / "cli.gtt"
+    proc = subprocess.run([sys.executable, "-m", "guidance_tui", "record", "-q", "--python", guidance_python,
+                           str(script), "-o", str(out), "--", gguf, "0"],
+                          capture_output=True, text=True, timeout=600, cwd=Path(__file__).resolve().parent.parent)
+    assert proc.returncode == 0, proc.stderr
+    events = read_trace(out).events
+    assert any(isinstance(e, Token) for e in events)
+    ans = next(e.value for e in events if isinstance(e, Capture) and e.name == "ans")
+    assert f"ANS={ans!r}" in proc.stdout  # the program's own value
+    assert isinstance(events[-1], RunEnd) and events[-1].status == "done"
+
+
+def test_python_refuses_our_engine_options(guidance_python, tmp_path, capsys):
+    from guidance_tui.cli import main
+
+    script = write(tmp_path, "s.py", "print('never')\n")
+    assert main(["record", "--python", guidance_python, str(script), "--model", "x.gguf"]) == 2
+    assert "--python" in capsys.readouterr().err

@@ -88,7 +88,7 @@ def import_each(names: list[str], forbidden: set[str]) -> str:
     """
 
 
-HEADLESS = [*modules_in("guidance_tui.state"), *modules_in("guidance_tui.run"), *modules_in("guidance_tui.cli"),
+HEADLESS = [*modules_in("guidance_tui.state"), *modules_in("guidance_tui.bridge"), *modules_in("guidance_tui.run"), *modules_in("guidance_tui.cli"),
             "guidance_tui.exit_codes", "guidance_tui.gc_policy", "guidance_tui.paths"]
 
 

@@ -67,7 +67,7 @@ def test_the_demo_streams_a_real_model_run(tmp_path):
     term = Tmux(" ".join(_cli() + ["demo", "json_extraction", "--record", str(trace)]), width=120, height=36)
     try:
         screen = term.wait_for("✔ done", timeout=120)
-        assert "LIVE" in screen and "tok/s" in screen
+        assert "REPLAY" in screen and "tok/s" in screen  # the run ended: no longer LIVE
         assert '"name"' in screen  # the JSON the schema forced, on screen
         term.keys("Home")
         term.wait_for("1/")

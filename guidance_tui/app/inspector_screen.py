@@ -235,6 +235,8 @@ class InspectorScreen(Screen):
         if self.live and not self._monitor_checked:
             self._check_monitor()
         self.output_log.take_output(self.feed.take_output())
+        for notice in getattr(self.script_run, "take_notices", list)():  # a trace the script cannot write...
+            self.notify(notice, title="guidance-tui", severity="error", timeout=20)
         pacer.observe_stream(streamed, following, now)
         if initial or moved or cur.playing:
             scroll = ("end" if initial else "follow") if cur.following else ("selected" if cur.playing else None)
@@ -260,6 +262,8 @@ class InspectorScreen(Screen):
         self.loader = None
         if loader.error is not None:
             self.notify(str(loader.error), title="Trace damaged", severity="error", timeout=10)
+        elif getattr(loader, "warning", None):  # damaged frames skipped, the good ones kept
+            self.notify(loader.warning, title="Trace damaged", severity="warning", timeout=10)
         elif loader.dropped_bytes:
             self.notify(f"The trace ends mid-event ({loader.dropped_bytes} bytes dropped): the run was "
                         "cut short.", severity="warning", timeout=8)

@@ -134,3 +134,13 @@ def make_bridge_run(script, argv, args, *, app: bool, echo: bool = False) -> Bri
         raise CliError(str(e), getattr(e, "code", exit_codes.USAGE)) from None
     except OSError as e:
         raise CliError(str(e)) from None
+
+
+def refuse_engine_options(args) -> None:
+    """``--model``/``--backend`` choose our engine's model: with ``--python`` the script picks its own."""
+    from guidance_tui import exit_codes
+    from guidance_tui.exit_codes import CliError
+
+    if getattr(args, "model", None) or getattr(args, "backend", None):
+        raise CliError("--model and --backend choose guidance-tui's engine; with --python the script picks its own "
+                       "model", exit_codes.USAGE)

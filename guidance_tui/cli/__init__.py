@@ -8,6 +8,8 @@ come out as one line on stderr and a non-zero exit code.
 from __future__ import annotations
 
 import argparse
+import errno
+import os
 import sys
 
 from guidance_tui import exit_codes
@@ -19,6 +21,11 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
                    help="GGUF file or Hugging Face model directory (default: the embedded Gemma 3 270M)")
     p.add_argument("--backend", choices=["llamacpp", "transformers"], default=None,
                    help="engine backend (default: llamacpp for GGUF files, transformers for directories)")
+
+
+def _add_python_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--python", metavar="PY",
+                   help="run the script in PY with the real guidance 0.3.x, recorded through guidance-tui's bridge")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(p)
     p.add_argument("--record", metavar="FILE", help="trace file to write (default: in the user data directory)")
     p.add_argument("--plain", action="store_true", help="print a plain transcript instead of opening the app")
+    _add_python_option(p)
+    p.add_argument("--force", action="store_true", help="overwrite an existing FILE that is not a trace")
 
     p = sub.add_parser("replay", help="scrub through a recorded trace, no model needed (default: the newest run)")
     p.add_argument("file", nargs="?")
@@ -52,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(p)
     p.add_argument("--record", metavar="FILE")
     p.add_argument("--plain", action="store_true")
+    p.add_argument("--force", action="store_true", help="overwrite an existing FILE that is not a trace")
 
     p = sub.add_parser("record", help="run a prompt script headless and write its trace file")
     p.add_argument("script")
@@ -59,14 +69,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", metavar="FILE", help="trace file (default: in the user data directory)")
     _add_model_options(p)
     p.add_argument("-q", "--quiet", action="store_true", help="do not echo the transcript")
+    _add_python_option(p)
+    p.add_argument("--force", action="store_true", help="overwrite an existing FILE that is not a trace")
 
     p = sub.add_parser("info", help="summarise a trace file")
     p.add_argument("file")
 
-    p = sub.add_parser("export", help="convert a trace file")
+    from guidance_tui.cli import reach_commands
+
+    p = sub.add_parser("export", help="convert a trace file: jsonl, OTLP (to a file, or --to an endpoint), html, svg")
     p.add_argument("file")
-    p.add_argument("--format", choices=["jsonl"], default="jsonl")
+    p.add_argument("--format", choices=reach_commands.EXPORT_FORMATS, default="jsonl")
     p.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
+    p.add_argument("--force", action="store_true", help="replace FILE even when it is a trace file")
+    reach_commands.add_export_options(p)
+
+    reach_commands.add_serve_parser(sub)
 
     p = sub.add_parser("model", help="assemble the embedded default model into the cache and print its path")
     p.add_argument("--quiet", action="store_true")
@@ -74,8 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 _VALUE_OPTIONS = {"--model": "model", "--backend": "backend", "--record": "record", "-o": "output",
-                  "--output": "output"}
-_FLAG_OPTIONS = {"--plain": "plain", "-q": "quiet", "--quiet": "quiet"}
+                  "--output": "output", "--python": "python"}
+_FLAG_OPTIONS = {"--plain": "plain", "-q": "quiet", "--quiet": "quiet", "--force": "force"}
 
 
 def take_own_options(args) -> None:
@@ -125,16 +143,57 @@ def main(argv: list[str] | None = None) -> int:
             from guidance_tui.cli import runs_commands as mod
         elif args.command in ("info", "export"):
             from guidance_tui.cli import inspect_commands as mod
+        elif args.command == "serve":
+            from guidance_tui.cli import reach_commands as mod
         elif args.command in ("record", "model"):
             from guidance_tui.cli import record_commands as mod
         else:
             from guidance_tui.cli import app_commands as mod
-        return getattr(mod, "cmd_" + args.command)(args)
+        code = getattr(mod, "cmd_" + args.command)(args)
+        _flush_stdout()  # a full disk or a closed pipe shows here, not in Python's own flush at exit
+        return code
     except CliError as e:
         print(f"guidance-tui: {e}", file=sys.stderr)
         return e.code
     except KeyboardInterrupt:
         print("guidance-tui: interrupted", file=sys.stderr)
         return exit_codes.INTERRUPTED
-    except BrokenPipeError:
+    except BrokenPipeError:  # `... | head`: stop quietly
+        _silence_stdout()
         return exit_codes.OK
+    except OSError as e:  # writing the output failed (/dev/full, a full disk): one line, never a traceback
+        print(f"guidance-tui: {_os_error_line(e)}", file=sys.stderr)
+        _silence_stdout()
+        return exit_codes.ERROR
+
+
+_OUTPUT_ERRNOS = {errno.ENOSPC, errno.EIO, errno.EDQUOT, errno.EFBIG, errno.EBADF, errno.ENXIO, errno.EROFS}
+
+
+def _os_error_line(e: OSError) -> str:
+    reason = e.strerror or str(e) or type(e).__name__
+    if e.filename:
+        return f"{e.filename}: {reason}"
+    if e.errno in _OUTPUT_ERRNOS:
+        return f"cannot write the output ({reason})"
+    return reason
+
+
+def _flush_stdout() -> None:
+    try:
+        sys.stdout.flush()
+    except (AttributeError, ValueError):  # no stdout, or a closed one
+        pass
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so what is still buffered for it cannot fail again when
+    Python flushes it at exit (that would print a traceback and exit 120)."""
+    if sys.stdout is not sys.__stdout__:  # captured (a test): nothing to protect
+        return
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys.stdout.fileno())
+        os.close(null)
+    except (OSError, ValueError, AttributeError):
+        pass

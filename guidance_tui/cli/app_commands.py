@@ -20,6 +20,10 @@ FIRST_SCREEN_EVENTS = 3000  # decoded before the app's first frame; the rest str
 
 
 def _stdout_is_terminal() -> bool:
+    """A terminal that can draw the app: not a pipe or a file, and not ``TERM=dumb``
+    (an editor's shell, a serial console): those get the plain transcript."""
+    if os.environ.get("TERM", "").strip().lower() == "dumb":
+        return False
     try:
         return sys.stdout.isatty()
     except (AttributeError, ValueError):
@@ -29,22 +33,22 @@ def _stdout_is_terminal() -> bool:
 def _make_run(script: Path, argv, args):
     from guidance_tui.run.headless import make_run
 
-    # The script's prints become Message events: in a transcript they belong in order.
-    return make_run(script, argv, args, capture_output=True)
+    # The script's prints become Message events, shown in order in the transcript.
+    return make_run(script, argv, args)
 
 
 def _make_process(script: Path, argv, args):
     """The script in a child process (see script_process): the app cannot slow it down."""
-    from guidance_tui.run.runner import RunnerError
+    from guidance_tui.run.runner import RunnerError, clean_text
     from guidance_tui.run.script_process import ScriptProcess
 
     try:
         return ScriptProcess(script, list(argv or ()), model=args.model, backend=args.backend,
-                             record=getattr(args, "record", None))
+                             record=getattr(args, "record", None), force=bool(getattr(args, "force", False)))
     except RunnerError as e:
-        raise CliError(str(e), exit_codes.USAGE) from None
+        raise CliError(str(e), e.code) from None
     except OSError as e:
-        raise CliError(str(e)) from None
+        raise CliError(clean_text(str(e))) from None
 
 
 def _exit_code(result) -> int:
@@ -54,7 +58,7 @@ def _exit_code(result) -> int:
 
 
 def run_plain(run, file=None) -> int:
-    """Run the script in a thread and print its transcript as it goes."""
+    """Run the script (in this thread) and print its transcript as it goes."""
     from guidance_tui.run.headless import execute, report
     from guidance_tui.run.plain import PlainTranscript
 
@@ -100,7 +104,9 @@ def run_app(run, title: str) -> int:
             app.script_done.wait(timeout=5)
     if app.run_error is not None:
         raise CliError(str(app.run_error) or type(app.run_error).__name__)
-    print(f"trace: {run.trace_path}")
+    from guidance_tui.run.runner import clean_text
+
+    print(f"trace: {clean_text(str(run.trace_path))}")
     return _exit_code(app.result)
 
 
@@ -121,9 +127,33 @@ def _lower_priority() -> None:
 
 def _run_script(script: Path, args) -> int:
     argv = getattr(args, "args", ())
+    if getattr(args, "python", None):
+        return _run_bridged(script, argv, args)
     if getattr(args, "plain", False) or not _stdout_is_terminal():
         return run_plain(_make_run(script, argv, args))
     return run_app(_make_process(script, argv, args), script.name)
+
+
+def _run_bridged(script: Path, argv, args) -> int:
+    """``--python PY``: the script in the user's own interpreter, with the real guidance."""
+    from guidance_tui.bridge import make_bridge_run, refuse_engine_options
+
+    refuse_engine_options(args)
+    plain = getattr(args, "plain", False) or not _stdout_is_terminal()
+    run = make_bridge_run(script, argv, args, app=not plain)
+    if not plain:
+        return run_app(run, script.name)
+    _start(run)
+    return run_plain(run)
+
+
+def _start(run) -> None:
+    from guidance_tui.run.script_process import StartError
+
+    try:
+        run.start()
+    except StartError as e:
+        raise CliError(str(e)) from None
 
 
 def cmd_run(args) -> int:
@@ -162,21 +192,28 @@ def cmd_replay(args) -> int:
         loader.load()
         if loader.error is not None:
             raise CliError(str(loader.error))
+        if loader.warning and len(loader.store) == 0:  # damaged, nothing readable
+            raise CliError(loader.warning)
         from guidance_tui.run.plain import PlainTranscript
 
-        transcript = PlainTranscript(loader.store)
+        out = _Output(sys.stdout)
+        transcript = PlainTranscript(loader.store, file=out)
         transcript.finish()
+        if out.error is not None and not isinstance(out.error, BrokenPipeError):
+            raise out.error  # a full disk: one line, exit 1 (cli.main)
         _warn_truncated(loader)
         return exit_codes.OK
     loader.load(FIRST_SCREEN_EVENTS)
     if loader.error is not None:
         raise CliError(str(loader.error))
     if len(loader.store) == 0 and loader.done.is_set():
-        raise CliError(f"{args.file}: the trace holds no events")
+        raise CliError(loader.warning or f"{args.file}: the trace holds no events")
     app = make_app(loader.store, loader=None if loader.done.is_set() else loader, title=Path(args.file).name)
     if loader.done.is_set() and loader.dropped_bytes:
         app.startup_warning = (f"The trace ends mid-event ({loader.dropped_bytes} bytes dropped): "
                                "the run was cut short.")
+    if loader.done.is_set() and loader.warning:  # damage found later is notified when loading ends
+        app.startup_warning = loader.warning
     app.run()
     loader.stop()
     if loader.error is not None:
@@ -195,7 +232,35 @@ def _writer_of(path: str):
         return None
 
 
+class _Output:
+    """stdout for a transcript, which stops quietly when its file fails: this remembers why."""
+
+    def __init__(self, file) -> None:
+        self._file = file
+        self.error: OSError | None = None
+
+    def write(self, text: str):
+        try:
+            return self._file.write(text)
+        except OSError as e:
+            self.error = self.error or e
+            raise
+
+    def flush(self) -> None:
+        try:
+            self._file.flush()
+        except OSError as e:
+            self.error = self.error or e
+            raise
+
+    def __getattr__(self, name: str):
+        return getattr(self._file, name)
+
+
 def _warn_truncated(loader) -> None:
+    """The warnings ``info`` and ``export`` print for the same file: damage skipped, a cut end."""
+    if loader.warning:
+        print(f"guidance-tui: warning: {loader.warning}", file=sys.stderr)
     if loader.dropped_bytes:
         print(f"guidance-tui: warning: {loader.path} ends mid-event ({loader.dropped_bytes} bytes dropped); "
               "the run was cut short", file=sys.stderr)

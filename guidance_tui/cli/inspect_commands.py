@@ -16,6 +16,17 @@ object per event, in seq order, to stdout or ``-o FILE``.  The JSONL shape:
 * A token's ``kind`` is its name: ``"prompt"``, ``"generated"`` or ``"forced"``.
 * Top-k alternatives and GPU samples are objects with named fields.
 
+Damage: a trace with damaged frames is read as every reader reads it (see
+``tracing/fileformat.py``): the damaged parts are skipped and the good frames
+kept, and both commands print one warning on stderr that names the byte
+offset and the events lost, then succeed (exit 0) with what was kept, as for a
+trace cut short.  A trace with nothing readable is an error (exit 1).
+
+``export -o FILE`` never writes over the trace it exports (the same file by
+inode, whatever the name: exit 2), nor over any other trace file unless
+``--force`` (exit 2).  A FILE that is not a regular file (``/dev/null``, a
+named pipe) is written to, never replaced.
+
 This module never imports Textual or the engines.
 """
 
@@ -24,6 +35,7 @@ from __future__ import annotations
 import base64
 import math
 import os
+import stat
 import sys
 from collections import Counter
 from typing import IO, Iterable, Iterator
@@ -34,7 +46,9 @@ from tracing import (
     Alt, AnyEvent, Backtrack, Capture, GpuSample, NodeOpen, RunEnd, RunStart, Token, TokenKind, TraceFile,
     TraceFormatError, display_text, read_trace,
 )
+from tracing.fileformat import lost_events
 
+from guidance_tui import exit_codes
 from guidance_tui.exit_codes import CliError
 
 _KIND_NAMES = {k: k.name.lower() for k in TokenKind}
@@ -49,6 +63,11 @@ def _load(path: str) -> TraceFile:
         tf = read_trace(path)
     except TraceFormatError as e:
         raise CliError(str(e)) from None
+    damage = tf.warning
+    if damage and not tf.events:
+        raise CliError(damage)  # nothing readable
+    if damage:
+        print(f"guidance-tui: warning: {damage}", file=sys.stderr)
     if tf.dropped_bytes > 0:
         print(f"guidance-tui: warning: {path}: {_truncation_note(tf)}", file=sys.stderr)
     return tf
@@ -102,10 +121,23 @@ def summarize(tf: TraceFile, path: str = "") -> list[str]:
     ]
     if end is not None and end.error:
         rows.append(("error", _one_line(end.error)))
+    if tf.skipped:
+        rows.append(("damaged", _damage_row(tf)))
     if tf.dropped_bytes > 0:
         rows.append(("warning", _truncation_note(tf)))
     width = max(len(k) for k, _ in rows) + 1
     return [f"{k + ':':<{width}} {v}" for k, v in rows]
+
+
+def _damage_row(tf: TraceFile) -> str:
+    skips = [d for d in tf.skipped if d.resumed is not None]
+    parts = []
+    if skips:
+        parts.append(f"{len(skips)} part{'s' if len(skips) != 1 else ''} skipped (first at byte {skips[0].offset}), "
+                     f"{lost_events(skips)}")
+    if tf.skipped[-1].resumed is None:
+        parts.append(f"unreadable from byte {tf.skipped[-1].offset} on")
+    return "; ".join(parts)
 
 
 def _duration(seconds: float) -> str:
@@ -210,11 +242,56 @@ def _write_all(fh: IO[bytes], events: Iterable[AnyEvent]) -> None:
     fh.write(b"".join(batch))
 
 
+def _check_output(args) -> os.stat_result | None:
+    """The output's stat when it exists; a one-line error when it must not be written."""
+    out = args.output
+    try:
+        st = os.stat(out)
+    except OSError:
+        return None  # a new file (or an unusable path: writing it says why)
+    try:
+        src = os.stat(args.file)
+        same = (src.st_dev, src.st_ino) == (st.st_dev, st.st_ino)
+    except OSError:
+        same = False
+    if same:
+        raise CliError(f"{out}: is the trace being exported; choose another output file", exit_codes.USAGE)
+    if stat.S_ISDIR(st.st_mode):
+        raise CliError(f"{out}: is a directory")
+    if stat.S_ISREG(st.st_mode) and not getattr(args, "force", False) and _is_trace(out):
+        raise CliError(f"{out}: is a trace file; pass --force to replace it with the export", exit_codes.USAGE)
+    return st
+
+
+def _is_trace(path: str) -> bool:
+    from tracing.fileformat import MAGIC
+
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(len(MAGIC)) == MAGIC
+    except OSError:
+        return False
+
+
 def cmd_export(args) -> int:
+    if args.format != "jsonl" or getattr(args, "to", None):  # otlp, --to, html, svg
+        from guidance_tui.cli import reach_commands
+
+        if args.format in ("html", "svg"):
+            return reach_commands.export_picture(args)
+        return reach_commands.export_otlp(args)
     tf = _load(args.file)
-    if args.format != "jsonl":  # argparse already limits the choices
-        raise CliError(f"unknown export format {args.format!r}")
     if args.output and args.output != "-":
+        st = _check_output(args)
+        if st is not None and not stat.S_ISREG(st.st_mode):  # /dev/null, a named pipe: write through it
+            try:
+                with open(args.output, "wb") as fh:
+                    _write_all(fh, tf.events)
+            except BrokenPipeError:
+                pass
+            except OSError as e:
+                raise CliError(f"{args.output}: cannot write ({e.strerror or e})") from None
+            return 0
         tmp = f"{args.output}.tmp{os.getpid()}"
         try:
             with open(tmp, "wb") as fh:

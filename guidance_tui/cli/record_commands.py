@@ -13,7 +13,15 @@ from guidance_tui.run.headless import execute, make_run, report
 
 
 def cmd_record(args) -> int:
-    run = make_run(args.script, args.args, args)
+    if getattr(args, "python", None):  # the real guidance in the user's interpreter, through the bridge
+        from guidance_tui.bridge import make_bridge_run, refuse_engine_options
+        from guidance_tui.cli.app_commands import _start
+
+        refuse_engine_options(args)
+        run = make_bridge_run(args.script, args.args, args, app=False, echo=args.quiet)
+        _start(run)
+    else:
+        run = make_run(args.script, args.args, args, echo=args.quiet)  # -q: the script's own output, as it is
     transcript = None
     if not args.quiet:
         from guidance_tui.run.plain import PlainTranscript

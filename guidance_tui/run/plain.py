@@ -17,6 +17,8 @@ from typing import TextIO
 from tracing import Backtrack, Capture, Message, NodeOpen, RunEnd, RunStart, Token, TokenKind
 from tracing.store import TraceStore
 
+from guidance_tui.run.runner import clean_text, write_text
+
 RESET = "\x1b[0m"
 DIM = "\x1b[2m"
 BOLD = "\x1b[1m"
@@ -29,11 +31,13 @@ _CONTROLS = str.maketrans({c: chr(0x2400 + c) for c in range(32) if c not in (9,
 
 
 def want_color(file: TextIO) -> bool:
-    """Colour when the file is a terminal, unless NO_COLOR; FORCE_COLOR forces it."""
+    """Colour when the file is a terminal, unless NO_COLOR or TERM=dumb; FORCE_COLOR forces it."""
     if os.environ.get("NO_COLOR"):
         return False
     if os.environ.get("FORCE_COLOR"):
         return True
+    if os.environ.get("TERM", "").strip().lower() == "dumb":
+        return False
     try:
         return file.isatty()
     except (AttributeError, ValueError):
@@ -68,16 +72,40 @@ class PlainTranscript:
         self._t_last: int | None = None
         self.captures: list[Capture] = []
         self.end: RunEnd | None = None
+        self.broken = False  # the file failed (closed, a broken pipe): nothing more is printed
+        self.error: Exception | None = None  # ...and why
 
     # -- output helpers ------------------------------------------------------
     def _w(self, text: str, style: str = "") -> None:
         if not text:
             return
-        if self.color and style:
-            self.file.write(style + text + RESET)
-        else:
-            self.file.write(text)
         self._at_line_start = text.endswith("\n")
+        if self.broken:
+            return
+        text = clean_text(text)  # a lone surrogate (a file name, the script's own text) as <0xNN>
+        try:
+            write_text(self.file, style + text + RESET if self.color and style else text)
+        except (OSError, ValueError) as e:  # stdout closed or gone (a pipe's reader quit): the run goes on
+            self._broke(e)
+
+    def _flush(self) -> None:
+        if not self.broken:
+            try:
+                self.file.flush()
+            except (OSError, ValueError) as e:
+                self._broke(e)
+
+    def _broke(self, e: Exception) -> None:
+        """Stop printing; a closed pipe is pointed at /dev/null, so nothing fails on it at exit either."""
+        self.broken = True
+        self.error = e
+        if isinstance(e, BrokenPipeError):
+            try:
+                null = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(null, self.file.fileno())
+                os.close(null)
+            except (OSError, ValueError, AttributeError):
+                pass
 
     def _newline(self) -> None:
         if not self._at_line_start:
@@ -91,7 +119,7 @@ class PlainTranscript:
             self._event(ev)
         if events:
             self._seq = events[-1].seq
-            self.file.flush()
+            self._flush()
         return len(events)
 
     def _event(self, ev) -> None:
@@ -184,7 +212,7 @@ class PlainTranscript:
             self._w(f"  {cap.name} = {value!r}\n", DIM)
         self._w(self.summary() + ("" if trace_path is None else f" · trace {trace_path}") + "\n",
                 BOLD if end is None or end.status == "done" else BOLD + RED)
-        self.file.flush()
+        self._flush()
 
     def summary(self) -> str:
         status = self.end.status if self.end is not None else "incomplete"

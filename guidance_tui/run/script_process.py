@@ -9,11 +9,17 @@ channel: what the app shows is what was recorded, and a child that dies keeps
 everything it flushed.
 
 Control goes the other way over the child's stdin: a line ``cancel`` (or the
-pipe closing, when the app dies) cancels the run at its next token.  That pipe
+pipe closing, when the app dies) stops the run as Ctrl-C does under ``record``:
+at its next token, or with a KeyboardInterrupt in the script a second later
+(``ScriptRun.interrupt``).  That pipe
 is the control thread's alone: the script's stdin is at end of file (the app
 has the terminal; nothing can type into the script), and its first read
 records a warning saying so.  ``record`` and ``run --plain`` keep the real
 stdin, so input can be piped in there.
+
+The child's own lines that start with ``guidance-tui:`` (a trace it cannot
+write, at once; a run it could not start) are notices the app shows
+(:meth:`ScriptProcess.take_notices`): they are not in the trace.
 
 Parent side: :class:`ScriptProcess`, a drop-in for ``runner.ScriptRun`` in the
 app.  Child side: ``python -m guidance_tui.run.script_process SPEC``.  Neither
@@ -31,18 +37,19 @@ import sys
 import threading
 import time
 from collections import deque
-from pathlib import Path
 from typing import Sequence
 
 from tracing import Message, RunEnd, TraceStore
 from tracing.fileformat import HEADER, FrameDecoder, TraceFormatError, check_header
 
 from guidance_tui import exit_codes
-from guidance_tui.run.runner import RunResult, check_script
+from guidance_tui.run.runner import (
+    INTERRUPT_AFTER_S, RunResult, check_output, check_script, clean_text, trace_path_for,
+)
 
 LIVE_FLUSH_S = 0.01  # the child's trace writer flushes this often: the app's display lag floor
 POLL_S = 0.02  # the parent reads the file's new bytes this often
-INTERRUPT_AFTER_S = 1.0  # the child interrupts a script that ignored a cancel this long
+NOTICE = "guidance-tui: "  # the start of the child's lines the app shows as notices
 CANCEL_GRACE_S = 10.0  # after a cancel, how long the child may take before it is killed
 
 
@@ -60,19 +67,20 @@ class ScriptProcess:
 
     def __init__(self, script: str | os.PathLike, args: Sequence[str] = (), *, model: str | None = None,
                  backend: str | None = None, record: str | os.PathLike | None = None,
-                 store: TraceStore | None = None, python: str = sys.executable, poll_s: float = POLL_S) -> None:
-        from guidance_tui.paths import default_trace_path
-
+                 store: TraceStore | None = None, python: str = sys.executable, poll_s: float = POLL_S,
+                 force: bool = False) -> None:
         self.script = check_script(script)
         self.args = list(args)
         self.model = model
         self.backend = backend
-        self.trace_path = Path(record) if record else default_trace_path(str(script))
+        self.trace_path = trace_path_for(script, record)
+        check_output(self.trace_path, self.script, force)  # before start() empties what is there
         self.store = store if store is not None else TraceStore()
         self.python = python
         self.poll_s = poll_s
         self.output: deque[str] = deque(maxlen=500)
         self._new_output: list[str] = []
+        self._notices: list[str] = []
         self._out_lock = threading.Lock()
         self._cancel = threading.Event()
         self.proc: subprocess.Popen | None = None
@@ -104,10 +112,17 @@ class ScriptProcess:
             lines, self._new_output = self._new_output, []
         return lines
 
+    def take_notices(self) -> list[str]:
+        """The child's ``guidance-tui:`` lines (without that prefix) since the last call:
+        a trace it cannot write (at once, with the path), a run it could not start."""
+        with self._out_lock:
+            notices, self._notices = self._notices, []
+        return notices
+
     # -- the run -------------------------------------------------------------------
     def command(self) -> list[str]:
         spec = {"script": str(self.script), "args": self.args, "model": self.model, "backend": self.backend,
-                "record": str(self.trace_path)}
+                "record": str(self.trace_path)}  # JSON escapes lone surrogates (non-UTF-8 names): ASCII
         return [self.python, "-m", "guidance_tui.run.script_process", json.dumps(spec)]
 
     def start(self) -> None:
@@ -115,18 +130,22 @@ class ScriptProcess:
         lowering this process's priority: the child must not inherit that."""
         if self.proc is not None:
             return
-        try:  # the child truncates it too, but the parent must never read a previous run's bytes
-            self.trace_path.unlink()
-        except FileNotFoundError:
-            pass
+        # Created (or emptied) here, though the child truncates it too: the parent must never read a
+        # previous run's bytes, and a file that cannot be created is one line before the app opens.
+        # Something that is not a regular file (/dev/null) is left alone.
+        path = self.trace_path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if not path.exists() or path.is_file():
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
         except OSError as e:
-            raise StartError(f"cannot write the trace file {self.trace_path}: {e.strerror}") from None
+            raise StartError(clean_text(f"cannot create the trace file {path}: {e.strerror or e}")) from None
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         try:
             self.proc = subprocess.Popen(self.command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                          stderr=subprocess.STDOUT, env=env, start_new_session=True)
         except OSError as e:
-            raise StartError(f"cannot start {self.python}: {e.strerror}") from None
+            raise StartError(clean_text(f"cannot start {self.python}: {e.strerror or e}")) from None
 
     def run(self) -> RunResult:
         try:
@@ -209,17 +228,18 @@ class ScriptProcess:
     def _outcome(self) -> RunResult:
         code = self.proc.wait()
         end = self.store.run_end()
-        if end is not None:
+        said = [ln.removeprefix(NOTICE) for ln in self.output if ln.startswith(NOTICE)]
+        if end is not None and (end.status != "done" or code == 0):
             return RunResult(end.status, end.error, end.traceback, exit_code=code)
-        # No RunEnd: the child failed before the script started, or died.  Say so in the store too,
-        # so the app marks the run (the file keeps what the child wrote).
-        said = [ln for ln in self.output if ln.strip()]
+        # No RunEnd: the child failed before the script started, or died, or could not write the
+        # trace's end (a full disk).  Say so in the store too, so the app marks the run (the file
+        # keeps what the child wrote).
         if code < 0:
             name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else str(-code)
             error = f"the script's process was killed by {name}"
             status = "interrupted" if self._cancel.is_set() else "error"
         else:
-            error = said[-1].removeprefix("guidance-tui: ") if said else f"the script's process exited with status {code}"
+            error = said[-1] if said else f"the script's process exited with status {code}"
             status = "interrupted" if code == exit_codes.INTERRUPTED else "error"
         self.store.append(RunEnd(status=status, error=error))
         return RunResult(status, error, exit_code=code if code > 0 else (exit_codes.INTERRUPTED if status == "interrupted" else exit_codes.ERROR))
@@ -247,6 +267,8 @@ class ScriptProcess:
         with self._out_lock:
             self.output.append(line)
             self._new_output.append(line)
+            if line.startswith(NOTICE):
+                self._notices.append(line.removeprefix(NOTICE))
 
 
 # -- the child -----------------------------------------------------------------------
@@ -329,45 +351,47 @@ def _take_control_pipe():
     return control
 
 
-def _watch_stdin(run, finished: threading.Event, control) -> None:
-    """Cancel the run on a ``cancel`` line, or when the parent goes away (EOF).
+def _watch_stdin(run, control) -> None:
+    """Stop the run on a ``cancel`` line, or when the parent goes away (EOF).
 
     The engines stop at their next token; a script busy in its own code (or
-    asleep) never looks, so after INTERRUPT_AFTER_S it gets a SIGINT: the
-    script runs on the main thread, where that is a KeyboardInterrupt even
-    inside a blocking call, and the runner records the run as interrupted."""
+    asleep) never looks, so after INTERRUPT_AFTER_S it gets a KeyboardInterrupt
+    (the script runs on the main thread, where a SIGINT is one even inside a
+    blocking call), and the runner records the run as interrupted."""
     for line in control:
         if line.strip() == "cancel":
             break
-    run.cancel()
-    if not finished.wait(INTERRUPT_AFTER_S):
-        os.kill(os.getpid(), signal.SIGINT)
+    run.interrupt(INTERRUPT_AFTER_S)
 
 
 def child_main(argv: list[str]) -> int:
-    from guidance_tui.run.runner import RunnerError, ScriptRun
+    from guidance_tui.run.runner import RunnerError, ScriptRun, clean_text
 
+    for stream in (sys.stdout, sys.stderr):  # the pipe to the app: a non-UTF-8 name never fails a line
+        try:
+            stream.reconfigure(errors="backslashreplace")
+        except (AttributeError, ValueError):
+            pass
     spec = json.loads(argv[0])
     try:
+        # force: the parent checked the path (check_output) and emptied the file
         run = ScriptRun(spec["script"], spec["args"], model=spec["model"], backend=spec["backend"],
-                        record=spec["record"], capture_output=True, flush_interval=LIVE_FLUSH_S,
-                        monitor_from_start=True)
+                        record=spec["record"], flush_interval=LIVE_FLUSH_S, monitor_from_start=True, force=True)
     except (RunnerError, OSError) as e:
-        print(f"guidance-tui: {e}", file=sys.stderr)
-        return exit_codes.USAGE if isinstance(e, RunnerError) else exit_codes.ERROR
-    finished = threading.Event()
+        print(f"{NOTICE}{clean_text(str(e))}", file=sys.stderr)
+        return e.code if isinstance(e, RunnerError) else exit_codes.ERROR
     control = _take_control_pipe()
     sys.stdin = ClosedStdin(run.store)
-    threading.Thread(target=_watch_stdin, args=(run, finished, control), name="control", daemon=True).start()
+    threading.Thread(target=_watch_stdin, args=(run, control), name="control", daemon=True).start()
     try:
         result = run.run()
-    except KeyboardInterrupt:  # landed outside the script (the runner's own clean-up): the file is closed
+    except KeyboardInterrupt:  # Ctrl-C thrice while the runner finished the trace
         return exit_codes.INTERRUPTED
-    except Exception as e:  # the runner failed (the trace file cannot be written...): one line
-        print(f"guidance-tui: {e}", file=sys.stderr)
-        return exit_codes.ERROR
-    finally:
-        finished.set()
+    except Exception as e:  # the runner failed (the trace file cannot be created...): one line
+        print(f"{NOTICE}{clean_text(str(e))}", file=sys.stderr)
+        return getattr(e, "code", exit_codes.ERROR)
+    if run.write_error is not None:  # the file lacks the end: the app takes the outcome from this line
+        print(f"{NOTICE}{result.error}", file=sys.stderr, flush=True)
     return result.exit_code
 
 

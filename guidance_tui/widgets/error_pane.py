@@ -1,7 +1,10 @@
 """The error pane under the token stream: the script's error and its frames,
-shown once the cursor reaches the run's end and the run ended in an error."""
+shown once the cursor reaches the run's end and the run ended in an error.
+Its title says what happened (:func:`error_title`)."""
 
 from __future__ import annotations
+
+import re
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -10,8 +13,33 @@ from textual.widgets import Static
 
 from tracing.store import TraceStore
 
+from guidance_tui import exit_codes
 from guidance_tui.state.cursor import At
 from guidance_tui.widgets.styles import Styles
+
+_EXITED = re.compile(r"the script(?:'s process)? exited with status (-?\d+)")
+_EXCEPTION = re.compile(r"[A-Za-z_][\w.]*: ")  # "ValueError: ...": how the runner describes an exception
+TITLE_MAX = 90
+
+
+def error_title(end) -> str:
+    """What ended a run in an error, in words, from its RunEnd (see runner.ScriptRun
+    and script_process for the errors they record)."""
+    error = " ".join((end.error or "").split())
+    if error.startswith("the script's process was killed by"):
+        return error
+    m = _EXITED.match(error)
+    if m:
+        return f"the script exited with status {m.group(1)}"
+    if error.startswith("the script exited"):  # sys.exit("a message")
+        return "the script exited with status 1"
+    if error.startswith((exit_codes.NOT_WRITTEN_TEXT, "cannot write ", "cannot create the trace file")):
+        return "the trace could not be written"
+    if error.startswith(exit_codes.ENGINE_REFUSED_TEXT):
+        return error if len(error) <= TITLE_MAX else error[:TITLE_MAX - 1] + "…"
+    if end.traceback or _EXCEPTION.match(error):
+        return "the script raised"
+    return "the run failed"
 
 
 class ErrorPane(VerticalScroll):
@@ -33,7 +61,7 @@ class ErrorPane(VerticalScroll):
         self._shown = show
         self.set_class(show, "-shown")
         if show:
-            self.border_title = "✖ the script raised"
+            self.border_title = "✖ " + error_title(end)
             self.body.update(self.render_error(end.error or "error", end.traceback))
 
     def apply_styles(self, styles: Styles) -> None:
