@@ -11,7 +11,7 @@ from __future__ import annotations
 import ctypes
 import os
 import threading
-import warnings
+import time
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +20,7 @@ from .backend import Backend, common_prefix
 from .errors import ContextOverflow, EngineError, ModelLoadError
 
 _tokenizer_cache: dict[str, object] = {}
+_tokenizer_holders: dict[str, object] = {}  # model id -> tokenizer_cache.VocabHolder of its tokenizer
 _log_callback = None
 
 
@@ -60,11 +61,20 @@ class LlamaCppBackend(Backend):
         self.model_id = str(path)
         # The default is cpu_count()//2 threads, which is 1 on a 2-core machine: half speed.
         threads = n_threads or max(1, os.cpu_count() or 1)
+        self._tok_key: str | None = None
+        self._tok_builder = None
+        self._tok_cached = None
+        self._tok_holder = None
+        self.tokenizer_timings: dict[str, float] = {}
+        if self.model_id not in _tokenizer_cache:
+            self._start_tokenizer_build(llama_cpp, path)
         try:
             self._llm = llama_cpp.Llama(str(path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
                                         n_batch=n_batch, n_gpu_layers=n_gpu_layers, logits_all=False,
                                         verbose=verbose)
         except Exception as e:  # llama.cpp reports failures as a bare ValueError
+            if self._tok_holder is not None:
+                self._tok_holder.fail()
             raise ModelLoadError(f"could not load {path}: {e}") from None
         self._ctx = self._llm._ctx.ctx
         self._model = self._llm._model
@@ -81,6 +91,11 @@ class LlamaCppBackend(Backend):
             if len(ids) == 1:
                 eos.add(ids[0])
         self.eos_ids = tuple(sorted(i for i in eos if i is not None and i >= 0))
+        if self._tok_holder is not None:
+            self._tok_holder.set(self._vocab)
+        elif self.model_id in _tokenizer_holders:
+            # The tokenizer built for an earlier backend of this file tokenizes with the newest live model.
+            _tokenizer_holders[self.model_id].set(self._vocab)
         self._batch = llama_cpp.llama_batch_init(self.n_batch, 0, 1)
         self._cached: list[int] = []
         self._bytes_cache: dict[int, bytes] = {}
@@ -105,16 +120,65 @@ class LlamaCppBackend(Backend):
             self._bytes_cache[token_id] = b
         return b
 
+    def _start_tokenizer_build(self, llama_cpp, path: Path) -> None:
+        """With a cached vocabulary, build the llguidance tokenizer on a thread while the model loads."""
+        from . import tokenizer_cache
+
+        try:
+            t0 = time.perf_counter()
+            self._tok_key = tokenizer_cache.model_key(path)
+            cached = tokenizer_cache.load(self._tok_key)
+            self.tokenizer_timings["cache_read"] = time.perf_counter() - t0
+        except OSError:
+            return
+        if cached is None:
+            return
+        tokens, eos = cached
+        self._tok_holder = tokenizer_cache.VocabHolder(llama_cpp)
+        if os.environ.get("GUIDANCE_TUI_TOKENIZER_OVERLAP") == "1":
+            # Experimental: no gain measured on a loaded 2-core machine (the build holds the GIL).
+            self._tok_builder = tokenizer_cache.Builder(self._tok_holder, tokens, eos)
+        else:
+            self._tok_cached = (tokens, eos)
+
     def ll_tokenizer(self):
         with _tokenizer_lock:
             tok = _tokenizer_cache.get(self.model_id)
-            if tok is None:
-                from llguidance.llamacpp import lltokenizer_from_vocab
+            if tok is not None:
+                return tok
+            from . import tokenizer_cache
 
-                with warnings.catch_warnings():  # one deprecation warning per token otherwise (262k)
-                    warnings.simplefilter("ignore", DeprecationWarning)
-                    tok = lltokenizer_from_vocab(self._vocab, n_vocab=self.vocab_size, eos_token=list(self.eos_ids))
-                _tokenizer_cache[self.model_id] = tok
+            builder, self._tok_builder = self._tok_builder, None
+            if builder is not None:
+                try:
+                    tok = builder.wait()
+                except Exception:  # noqa: BLE001 - fall back to a fresh build
+                    tok = None
+                # The cache is keyed by the file; still check what the live model says.
+                if tok is not None and (builder.eos != list(self.eos_ids) or len(builder.tokens) != self.vocab_size):
+                    tok = None
+                if tok is not None:
+                    self.tokenizer_timings["build_thread"] = builder.seconds
+            cached, self._tok_cached = self._tok_cached, None
+            if tok is None and cached is not None and cached[1] == list(self.eos_ids) \
+                    and len(cached[0]) == self.vocab_size:
+                t0 = time.perf_counter()
+                tok = tokenizer_cache.build(self._tok_holder, cached[0], cached[1])
+                self.tokenizer_timings["build_cached"] = time.perf_counter() - t0
+            if tok is None:
+                t0 = time.perf_counter()
+                tokens = tokenizer_cache.read_tokens(self._ll, self._vocab, n_vocab=self.vocab_size)
+                self.tokenizer_timings["read_vocab"] = time.perf_counter() - t0
+                if self._tok_holder is None:
+                    self._tok_holder = tokenizer_cache.VocabHolder(self._ll)
+                    self._tok_holder.set(self._vocab)
+                t0 = time.perf_counter()
+                tok = tokenizer_cache.build(self._tok_holder, tokens, list(self.eos_ids))
+                self.tokenizer_timings["build"] = time.perf_counter() - t0
+                if self._tok_key is not None:
+                    tokenizer_cache.save(self._tok_key, tokens, list(self.eos_ids))
+            _tokenizer_holders[self.model_id] = self._tok_holder  # keeps the C trampoline alive
+            _tokenizer_cache[self.model_id] = tok
             return tok
 
     def chat_template(self) -> str | None:
