@@ -40,9 +40,10 @@ from collections import deque
 from typing import Sequence
 
 from tracing import Message, RunEnd, TraceStore
-from tracing.fileformat import HEADER, FrameDecoder, TraceFormatError, check_header
+from tracing.fileformat import TraceFormatError
 
 from guidance_tui import exit_codes
+from guidance_tui.state.follower import TraceFollower
 from guidance_tui.run.runner import (
     INTERRUPT_AFTER_S, RunResult, check_output, check_script, clean_text, trace_path_for,
 )
@@ -86,12 +87,8 @@ class ScriptProcess:
         self.proc: subprocess.Popen | None = None
         self.result: RunResult | None = None
         self.polled_elsewhere = False  # the app's timer calls poll(); run() only watches the process
-        self._poll_lock = threading.Lock()
-        self._dec = FrameDecoder(alternatives=False)  # the app unpacks a token's top-k when it shows it
-        self._fh = None
-        self._buf = b""
-        self._header_ok = False
-        self._closed = False
+        # reads the child's file as it grows (the app unpacks a token's top-k when it shows it)
+        self._follower = TraceFollower(self.trace_path, self.store, ask_registry=False)
 
     # -- control -------------------------------------------------------------------
     def cancel(self) -> None:
@@ -189,11 +186,7 @@ class ScriptProcess:
             proc.kill()
             proc.wait()
         finally:
-            with self._poll_lock:
-                if self._fh is not None:
-                    self._fh.close()
-                    self._fh = None
-                self._closed = True
+            self._follower.close()
 
     def poll(self, max_events: int | None = None) -> int:
         """Decode what the trace file gained (up to ``max_events``) into the
@@ -202,28 +195,7 @@ class ScriptProcess:
         Thread-safe.  The app calls it from its timer (``polled_elsewhere``), so
         decoding runs on the UI thread between frames instead of competing with
         them for the interpreter lock."""
-        with self._poll_lock:
-            if self._closed:
-                return 0
-            if self._fh is None:
-                try:
-                    self._fh = open(self.trace_path, "rb")
-                except FileNotFoundError:
-                    return 0
-            buf = self._buf + self._fh.read()
-            if not self._header_ok:
-                if len(buf) < HEADER.size:
-                    self._buf = buf
-                    return 0
-                check_header(buf, str(self.trace_path))
-                buf = buf[HEADER.size:]
-                self._header_ok = True
-            if not buf:
-                return 0
-            events, dropped, pos = self._dec.decode_frames(buf, 0, str(self.trace_path), max_events)
-            self._buf = buf[len(buf) - dropped:] if dropped else buf[pos:]  # an incomplete frame waits
-            self.store.extend_recorded(events, self._dec.take_packed())
-            return len(events)
+        return self._follower.poll(max_events)
 
     def _outcome(self) -> RunResult:
         code = self.proc.wait()

@@ -30,16 +30,20 @@ def _writer_of(path: Path) -> LiveRun | None:
 class TraceFollower:
     """Decodes what ``path`` gains into ``store``; ``poll()`` from one thread at a time (the app's timer)."""
 
-    def __init__(self, path: str | Path, store: TraceStore | None = None, writer: LiveRun | None = None) -> None:
+    def __init__(self, path: str | Path, store: TraceStore | None = None, writer: LiveRun | None = None, *,
+                 ask_registry: bool = True) -> None:
+        """``writer``: the registry entry of the process writing ``path`` (looked up when
+        None and ``ask_registry``; a caller that started the writer itself knows better)."""
         self.path = Path(path)
         self.store = store if store is not None else TraceStore()
-        self.writer = writer if writer is not None else _writer_of(self.path)
+        self.writer = writer if writer is not None or not ask_registry else _writer_of(self.path)
         self.polled_elsewhere = False  # LiveFeed sets it: only there is poll() called
         self._lock = threading.Lock()
         self._dec = FrameDecoder(alternatives=False)  # the detail pane unpacks a token's top-k when shown
         self._fh = None
         self._buf = b""
         self._header_ok = False
+        self._closed = False
         self._alive = self.writer is not None
         self._checked_at = time.monotonic()
 
@@ -47,6 +51,8 @@ class TraceFollower:
         """Decode what the file gained (up to ``max_events`` events); the number added.
         A damaged frame raises TraceFormatError (the caller stops following)."""
         with self._lock:
+            if self._closed:
+                return 0
             if self._fh is None:
                 try:
                     self._fh = open(self.path, "rb")
@@ -79,7 +85,9 @@ class TraceFollower:
         return self._alive
 
     def close(self) -> None:
+        """Stop following: later polls add nothing."""
         with self._lock:
+            self._closed = True
             if self._fh is not None:
                 self._fh.close()
                 self._fh = None
