@@ -66,7 +66,7 @@ import time
 import warnings
 from pathlib import Path
 
-from tracing import Message, RunEnd, RunStart, Token, TokenKind, TraceStore, TraceWriter
+from tracing import Message, RunEnd, RunStart, TraceStore, TraceWriter
 
 #: How often the writer flushes (seconds).  ``record`` flushes every 0.25 s and the app's child every
 #: 0.01 s; at 0.05 s a viewer attaching to a plain ``python`` program sees tokens within about 50 ms
@@ -195,14 +195,6 @@ def _ipython_shell():
         return mod.get_ipython()
     except Exception:
         return None
-
-
-def _token_counts(store: TraceStore) -> dict[str, int]:
-    counts = {TokenKind.PROMPT: 0, TokenKind.GENERATED: 0, TokenKind.FORCED: 0}
-    for seq in store.seqs_of(Token):
-        counts[store[seq].kind] += 1
-    return {"prompt_tokens": counts[TokenKind.PROMPT], "generated_tokens": counts[TokenKind.GENERATED],
-            "forced_tokens": counts[TokenKind.FORCED]}
 
 
 def _backend_label(backend) -> tuple[str, str]:
@@ -371,7 +363,7 @@ class Recorder:
                 self._error = None
                 with session._listener_lock:  # no monitor sample after the run's end
                     session.accept_metrics = False
-                r.store.append(RunEnd(status=status, error=error, traceback=tb, **_token_counts(r.store)))
+                r.store.append(RunEnd(status=status, error=error, traceback=tb, **r.store.token_counts()))
                 try:
                     r.writer.close()
                 except Exception as e:  # a full disk at the last flush: the file keeps what was written

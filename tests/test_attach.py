@@ -20,7 +20,7 @@ from guidance_tui.cli import main
 from guidance_tui.cli.app_commands import make_app
 from guidance_tui.state.follower import TraceFollower
 from guidance_tui.state.sources import open_recording
-from tracing import RunEnd, TraceStore, read_trace, runs
+from tracing import TraceStore, read_trace, runs
 
 ROOT = Path(__file__).resolve().parent.parent
 SIZE = (110, 32)

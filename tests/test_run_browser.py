@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import io
 import os
-import contextlib
 from pathlib import Path
 
 import pytest

@@ -137,7 +137,7 @@ def test_a_damaged_file_is_listed_as_damaged(rdir):
 def test_runs_are_listed_live_first_then_newest_first_and_dead_writers_show_as_died(rdir):
     runs.runs_dir()
     old = make_trace(rdir, "old.gtt")
-    died = make_trace(rdir, "died.gtt", status=None)
+    make_trace(rdir, "died.gtt", status=None)
     live = make_trace(rdir, "live.gtt", status=None)
     os.utime(old, (1, 1))
     reg = runs.register(live)

@@ -252,6 +252,14 @@ class TraceStore:
         """Seqs of every event of one type, ascending (a live list: do not mutate)."""
         return self._index.get(kind, [])
 
+    def token_counts(self) -> dict[str, int]:
+        """Prompt, generated and forced tokens so far, as RunEnd's fields (``RunEnd(..., **counts)``)."""
+        counts = [0, 0, 0]
+        for seq in self.seqs_of(Token):
+            counts[self[seq].kind] += 1
+        return {"prompt_tokens": counts[TokenKind.PROMPT], "generated_tokens": counts[TokenKind.GENERATED],
+                "forced_tokens": counts[TokenKind.FORCED]}
+
     def next_of(self, kind: type, seq: int) -> int | None:
         """Seq of the first event of ``kind`` after ``seq``."""
         seqs = self.seqs_of(kind)

@@ -52,7 +52,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from tracing import Message, RunEnd, RunStart, Token, TokenKind, TraceStore, TraceWriter
+from tracing import Message, RunEnd, RunStart, TraceStore, TraceWriter
 from tracing.fileformat import MAGIC
 
 from guidance_tui import exit_codes
@@ -683,7 +683,7 @@ class ScriptRun:
         if writer.error is not None:
             self._trace_problem(writer, during_run=False)
         result = self._honest(result)
-        counts = _token_counts(store)
+        counts = store.token_counts()
         store.append(RunEnd(status=result.status, error=result.error, traceback=result.traceback, **counts))
         try:
             writer.close()
@@ -742,11 +742,3 @@ class ScriptRun:
         except Exception:
             pass
         os._exit(result.exit_code if 0 <= result.exit_code < 256 else exit_codes.ERROR)
-
-
-def _token_counts(store: TraceStore) -> dict[str, int]:
-    counts = {TokenKind.PROMPT: 0, TokenKind.GENERATED: 0, TokenKind.FORCED: 0}
-    for seq in store.seqs_of(Token):
-        counts[store[seq].kind] += 1
-    return {"prompt_tokens": counts[TokenKind.PROMPT], "generated_tokens": counts[TokenKind.GENERATED],
-            "forced_tokens": counts[TokenKind.FORCED]}
