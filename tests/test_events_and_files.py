@@ -10,13 +10,15 @@ from pathlib import Path
 
 import msgspec
 import pytest
+from _trace_support import frames as _frames
+from _trace_support import payload as _payload
 
 from tracing import (
     FORMAT_VERSION, Alt, Backtrack, Capture, GpuSample, Message, Metric, NodeClose, NodeOpen, RunEnd, RunStart,
     Token, TokenKind, TraceFormatError, TraceStore, TraceWriter, decode_trace, display_text, encode_trace,
     read_trace, write_trace,
 )
-from tracing.fileformat import FrameDecoder
+from tracing.fileformat import FrameDecoder, FrameEncoder
 from tracing.synthetic import synthetic_events
 
 NAN = float("nan")
@@ -65,32 +67,11 @@ def nan_events() -> list:
 
 def frames(data: bytes) -> list[tuple[int, int]]:
     """(start, end) of every complete frame, parsed independently of tracing.fileformat."""
-    out = []
-    pos = HEADER_SIZE
-    while pos < len(data):
-        start, n, shift = pos, 0, 0
-        while True:
-            if pos >= len(data):
-                return out
-            b = data[pos]
-            pos += 1
-            n |= (b & 0x7F) << shift
-            shift += 7
-            if not b & 0x80:
-                break
-        if pos + n > len(data):
-            return out
-        out.append((start, pos + n))
-        pos += n
-    return out
+    return [(f.start, f.end) for f in _frames(data)]
 
 
 def payload(data: bytes, frame: tuple[int, int]) -> list:
-    start, end = frame
-    pos = start
-    while data[pos] & 0x80:
-        pos += 1
-    return msgspec.msgpack.decode(data[pos + 1:end])
+    return next(_payload(data, f) for f in _frames(data) if f.start == frame[0])
 
 
 def frame_events(frame: list) -> int:
@@ -98,7 +79,7 @@ def frame_events(frame: list) -> int:
 
 
 def vocab_entries(data: bytes) -> int:
-    """Token byte strings the file introduces: in blocks (format 2) or VOCAB frames (format 1)."""
+    """Token byte strings the file introduces: in blocks (formats 2, 3) or VOCAB frames (format 1)."""
     frames_ = [payload(data, f) for f in frames(data)]
     return sum(len(f[5]) if f[0] == BLOCK_TAG else f[0] == VOCAB_TAG for f in frames_)
 
@@ -225,79 +206,98 @@ def one_line_error(exc_info) -> str:
     return msg
 
 
-def test_garbage_inside_a_frame_is_a_one_line_format_error():
-    data = bytearray(encode_trace(stamped(synthetic_events(200, seed=4))))
-    start, end = frames(bytes(data))[len(frames(bytes(data))) // 2]
-    while data[start] & 0x80:  # past the length
-        start += 1
-    data[start + 1:end] = b"\xc1" * (end - start - 1)  # 0xc1 is never valid msgpack
-    with pytest.raises(TraceFormatError) as e:
-        decode_trace(bytes(data), "x.gtt")
-    assert "x.gtt: corrupt frame at byte" in one_line_error(e)
+def test_garbage_inside_a_frame_skips_that_frame_with_a_one_line_warning():
+    events = stamped(synthetic_events(2000, seed=4))
+    data = bytearray(encode_trace(events))
+    bounds = frames(bytes(data))
+    start, end = bounds[len(bounds) // 2]
+    lost = frame_events(payload(bytes(data), (start, end)))
+    data[end - 40:end] = b"\xc1" * 40  # 0xc1 is never valid msgpack
+    tf = decode_trace(bytes(data), "x.gtt")
+    assert [(d.offset, d.resumed, d.lost) for d in tf.skipped] == [(start, end, lost)]
+    assert len(tf.events) == len(events) - lost
+    msg = one_line(tf.skipped[0])
+    assert msg.startswith(f"x.gtt: damaged frame at byte {start} (a checksum mismatch)")
+    assert f"{lost} events lost" in msg
+    assert tf.warning.startswith(msg)  # and how many later tokens lost their bytes with it
 
 
-def test_garbage_between_frames_is_a_one_line_format_error():
-    data = encode_trace(stamped(synthetic_events(2000, seed=4)))
+def test_garbage_between_frames_is_skipped_up_to_the_next_intact_frame():
+    events = stamped(synthetic_events(2000, seed=4))
+    data = encode_trace(events)
     assert len(frames(data)) >= 3
     cut = frames(data)[len(frames(data)) // 2][0]
-    with pytest.raises(TraceFormatError) as e:
-        decode_trace(data[:cut] + b"\xff" * 16 + data[cut:], "x.gtt")
-    assert "corrupt frame length" in one_line_error(e)
+    tf = decode_trace(data[:cut] + b"\xff" * 16 + data[cut:], "x.gtt")
+    assert [(d.offset, d.resumed, d.lost) for d in tf.skipped] == [(cut, cut + 16, 0)]
+    assert "corrupt frame length" in one_line(tf.skipped[0])
+    assert_same_events(tf.events, events)
 
 
-@pytest.mark.parametrize("fmt", [1, 2])
-def test_damaged_bytes_anywhere_are_a_format_error_or_still_decode(fmt):
-    """Random bytes overwritten: every reader either raises TraceFormatError or
-    gets events the store, the state and the alternatives can use."""
-    import random
-
-    if fmt == 1:
-        data = (Path(__file__).parent / "data" / "format1.gtt").read_bytes()
-    else:
-        data = encode_trace(stamped(nan_events() + list(synthetic_events(300, seed=1))))
-    rng = random.Random(fmt)
-    for _ in range(300):
-        damaged = bytearray(data)
-        for _ in range(rng.randint(1, 4)):
-            damaged[rng.randrange(HEADER_SIZE, len(damaged))] = rng.randrange(256)
-        for alternatives in (True, False):
-            dec = FrameDecoder(alternatives=alternatives)
-            try:
-                events, _, _ = dec.decode_frames(bytes(damaged), HEADER_SIZE, "x")
-            except TraceFormatError:
-                continue
-            store = TraceStore()
-            store.extend_recorded(events, dec.take_packed())
-            for ev in events:
-                if isinstance(ev, Token):
-                    store.alternatives(ev.seq)
-            store.text_bytes(store.state_at(store.last_seq))
+def one_line(err: Exception) -> str:
+    msg = str(err)
+    assert msg and "\n" not in msg
+    return msg
 
 
-@pytest.mark.parametrize("frame", [
+_MSG = msgspec.msgpack.encode(Message(text="x"))
+BAD_FRAMES = [  # each as format 3 writes its frames: [..., seq, t_us, pos] after a block's fields
     [7, 0],  # unknown frame tag
-    [1, 0, 1, 0, 0, 0, b"\x01\x00\x63\x00\x00\x00\x00\x00" + b"\x00" * 8],  # token of an id never introduced
-    [1, 0, 1, 0, 0, 0, b"\x01"],  # token blob cut short
-    [2, 0, b"\x81\xa4type\xa4nope"],  # event of an unknown type
-    [3, 1, 0, "B" * 10, b"\x00" * 10, [], [], [], []],  # block: a token of an id never introduced
-    [3, 1, 0, "B" * 10, b"\x00" * 9, [0], [b"a"], [], []],  # block columns cut short
-    [3, 1, 2, "B" * 10, b"\x00" * 10, [0], [b"a"], [], []],  # block: alternatives that no token counts
-    [3, 1, 0, "B" * 9 + "Z", b"\x00" * 10, [0], [b"a"], [], []],  # block: not a column type
-    [3, 1, 0, "B" * 8, b"\x00" * 10, [0], [b"a"], [], []],  # block: too few column types
-    [3, 1, 0, "B" * 10, b"\x00" * 8 + b"\x09\x00", [0], [b"a"], [], []],  # block: token kind 9
-    [3, 0, 0, "B" * 10, b"", [], [], [], []],  # block of no events
-    [3, 1, 0, "B" * 10, b"\x00", [], [], [1], [b"\x81\xa4type\xa7message"]],  # block: index past its end
-    [3, 2, 0, "B" * 10, b"\x00" * 2, [], [], [1, 1], [b"\x81\xa4type\xa7message"] * 2],  # block: index twice
-    [3, 1, 0, "B" * 10, b"\x00", [], [], [0], [b"\x81\xa4type\xa4nope"]],  # block: an unknown event
+    [1, 0, 1, 0, 0, 0, b"\x01\x00\x63\x00\x00\x00\x00\x00" + b"\x00" * 8],  # a format-1 token frame
+    [0, 5, b"a"],  # a format-1 vocabulary frame
+    [2, 0, b"\x81\xa4type\xa4nope", 1],  # event of an unknown type
+    [2, 0, _MSG],  # an event frame of format 2
+    [3, 1, 0, "B" * 10, b"\x00" * 10, [], [], [], [], 1, 0, 0],  # block: a token of an id never introduced
+    [3, 1, 0, "B" * 10, b"\x00" * 9, [0], [b"a"], [], [], 1, 0, 0],  # block columns cut short
+    [3, 1, 2, "B" * 10, b"\x00" * 10, [0], [b"a"], [], [], 1, 0, 0],  # block: alternatives that no token counts
+    [3, 1, 0, "B" * 9 + "Z", b"\x00" * 10, [0], [b"a"], [], [], 1, 0, 0],  # block: not a column type
+    [3, 1, 0, "B" * 9 + "p", b"\x00" * 10, [0], [b"a"], [], [], 1, 0, 0],  # block: a code no writer writes
+    [3, 1, 0, "B" * 9 + "L", b"\x00" * 10, [0], [b"a"], [], [], 1, 0, 0],  # block: another
+    [3, 1, 0, "B" * 8, b"\x00" * 10, [0], [b"a"], [], [], 1, 0, 0],  # block: too few column types
+    [3, 1, 0, "B" * 10, b"\x00" * 8 + b"\x09\x00", [0], [b"a"], [], [], 1, 0, 0],  # block: token kind 9
+    [3, 1, 0, "B" * 10, b"\x00\x07" + b"\x00" * 8, [0], [b"a"], [], [], 1, 0, 0],  # a token of node 7, never opened
+    [3, 0, 0, "B" * 10, b"", [], [], [], [], 1, 0, 0],  # block of no events
+    [3, 1, 0, "B" * 10, b"\x00", [], [], [1], [_MSG], 1, 0, 0],  # block: index past its end
+    [3, 2, 0, "B" * 10, b"\x00" * 2, [], [], [1, 1], [_MSG] * 2, 1, 0, 0],  # block: index twice
+    [3, 1, 0, "B" * 10, b"\x00", [], [], [0], [b"\x81\xa4type\xa4nope"], 1, 0, 0],  # block: an unknown event
+    [3, 1, 0, "B" * 10, b"\x00", [], [], [0], [_MSG], 0, 0, 0],  # block: a seq already read
+    [3, 1, 0, "B" * 10, b"\x00", [], [], [0], [_MSG]],  # a block of format 2
+    [3, 1, 0, "B" * 10, b"\x00", [], [], [0], [_MSG], 1, 0.5, 0],  # block: a time that is not an integer
     {"not": "a frame"},
     42,
-])
-def test_well_formed_msgpack_that_is_not_a_valid_frame_is_a_format_error(frame):
-    body = msgspec.msgpack.encode(frame)
-    data = encode_trace(stamped([Message(text="ok")])) + bytes([len(body)]) + body
-    with pytest.raises(TraceFormatError) as e:
-        decode_trace(data)
-    assert "corrupt frame" in one_line_error(e)
+]
+
+
+@pytest.mark.parametrize("frame", BAD_FRAMES)
+def test_well_formed_msgpack_that_is_not_a_valid_frame_is_skipped_with_a_one_line_warning(frame):
+    from _trace_support import frame_bytes
+
+    good = encode_trace(stamped([Message(text="ok")]))
+    after = FrameEncoder()
+    after.encode(Message(text="first"))  # seq 0 is the "ok" above
+    tail = after.encode(Message(text="after"))
+    data = good + frame_bytes(3, msgspec.msgpack.encode(frame)) + tail
+    tf = decode_trace(data, "x.gtt")
+    assert [e.text for e in tf.events] == ["ok", "after"]
+    assert [(d.offset, d.lost) for d in tf.skipped] == [(len(good), 0)]
+    assert one_line(tf.skipped[0]).startswith(f"x.gtt: damaged frame at byte {len(good)} (")
+
+
+_FORMAT_3_ONLY = (BAD_FRAMES[18], BAD_FRAMES[20])  # bad only in what format 3 adds to a block
+
+
+@pytest.mark.parametrize("frame", [f for f in BAD_FRAMES if isinstance(f, list) and f[0] in (2, 3)
+                                   and len(f) not in (3, 9) and not any(f is g for g in _FORMAT_3_ONLY)])
+def test_a_format_2_file_stops_at_a_frame_that_is_not_valid(frame):
+    from _trace_support import frame_bytes
+
+    frame = frame[:9] if frame[0] == 3 else frame[:3]  # the same frame as format 2 wrote it
+    enc = FrameEncoder(version=2)
+    good = enc.header() + enc.encode(Message(text="ok"))
+    data = good + frame_bytes(2, msgspec.msgpack.encode(frame)) + enc.encode(Message(text="after"))
+    tf = decode_trace(data, "x.gtt")
+    assert [e.text for e in tf.events] == ["ok"]
+    assert [(d.offset, d.resumed, d.lost) for d in tf.skipped] == [(len(good), None, None)]
+    assert one_line(tf.skipped[0]).endswith("the rest of the file cannot be read")
 
 
 def test_foreign_file_is_a_one_line_format_error(tmp_path):
@@ -335,6 +335,24 @@ def test_missing_file_is_a_one_line_format_error(tmp_path):
     with pytest.raises(TraceFormatError) as e:
         read_trace(tmp_path / "nope.gtt")
     assert "no such file" in one_line_error(e)
+
+
+def test_formats_2_and_3_of_the_same_events_read_the_same():
+    events = stamped(nan_events() + list(synthetic_events(1500, seed=3)))
+    v2, v3 = encode_trace(events, version=2), encode_trace(events)
+    assert (decode_trace(v2).version, decode_trace(v3).version) == (2, FORMAT_VERSION) == (2, 3)
+    assert_same_events(decode_trace(v2).events, events)
+    assert_same_events(decode_trace(v3).events, events)
+    overhead = len(v3) - len(v2)
+    assert 0 < overhead < 20 * len(frames(v3))  # a checksum, a seq, a time and a position per frame
+
+
+def test_a_file_of_format_0_is_refused():
+    data = bytearray(encode_trace(stamped(nan_events())))
+    struct.pack_into("<H", data, 8, 0)
+    with pytest.raises(TraceFormatError) as e:
+        decode_trace(bytes(data), "zero.gtt")
+    assert "format 0" in one_line_error(e)
 
 
 def test_header_only_file_is_an_empty_trace():
@@ -408,6 +426,7 @@ def test_a_block_holds_any_integers_and_any_number_of_alternatives():
     """Each column takes the narrowest type that holds it, per block: wide, negative and
     empty columns, text positions that jump back, tokens without alternatives and with hundreds."""
     toks = [
+        NodeOpen(node_id=70_000),
         Token(id=0, bytes=b"a", pos=0, top=[]),
         Token(id=2**40, bytes=b"bcd", pos=1, node_id=70_000, latency_us=2**40, mask_us=2**33, allowed=2**31,
               top=[Alt(1000 + i, b"x%d" % i, 1 / (i + 1), i % 3 == 0) for i in range(300)]),
@@ -478,8 +497,8 @@ def test_token_with_many_alternatives_round_trips(tid, allowed, own):
     top = [Alt(a, f"w{a}".encode(), 1 / (i + 2), i in (1, 9, 11)) for i, a in enumerate(alt_ids)]
     tok = Token(pos=0, id=tid, bytes=f"w{tid}".encode(), prob=0.5, prob_raw=NAN, top=top, allowed=allowed,
                 kind=TokenKind.GENERATED, latency_us=7, mask_us=3, node_id=4)
-    back = decode_trace(encode_trace(stamped([tok]))).events[0]
-    assert_same_event(stamped([tok])[0], back)
+    back = decode_trace(encode_trace(stamped([NodeOpen(node_id=4), tok]))).events[1]
+    assert_same_event(stamped([NodeOpen(node_id=4), tok])[1], back)
     assert [a.masked for a in back.top] == [i in (1, 9, 11) for i in range(12)]
 
 
@@ -499,3 +518,30 @@ def test_display_text_escapes_bytes_that_are_not_a_whole_character(data, text):
 def test_display_text_of_long_binary_data_escapes_every_byte():
     data = bytes(range(0x80, 0x100)) * 16  # no valid character anywhere (cubic time before the fix)
     assert display_text(data) == "".join(f"<0x{b:02X}>" for b in data)
+
+
+def test_an_alternative_whose_id_a_later_block_introduces_reads_the_same_packed_or_not():
+    """Alternatives left packed are unpacked with the vocabulary as it was at their block, as a
+    reader with alternatives sees them: an id introduced only later reads as lost in both."""
+    import random
+
+    from _trace_support import all_paths, assert_consistent, replace_frame
+    from _trace_support import frames as frames_
+
+    from tracing.fileformat import LOST_BYTES
+
+    first = [NodeOpen(node_id=1), Token(node_id=1, pos=0, id=5, bytes=b"a", top=[Alt(98, b"zz", 0.5, False)])]
+    enc = FrameEncoder()
+    data = enc.header() + enc.encode_batch(stamped(first))
+    del enc._vocab[98]  # as if the first block had not introduced it
+    data += enc.encode_batch([Token(node_id=1, pos=1, id=98, bytes=b"zz", seq=2, t_us=9)])
+    fr = frames_(data)[0]
+    block = _payload(data, fr)
+    assert 98 in block[5]
+    at = block[5].index(98)
+    del block[5][at], block[6][at]  # the first block no longer introduces id 98: the second one does
+    data = replace_frame(data, fr, block)
+    verdict = assert_consistent(all_paths(data, random.Random(0)))
+    assert verdict.skipped == [] and verdict.error is None
+    top = decode_trace(data).events[1].top
+    assert [(a.id, a.bytes) for a in top] == [(98, LOST_BYTES)]

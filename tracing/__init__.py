@@ -5,9 +5,12 @@ This package imports neither ``engines`` nor ``textual``.
 
 from .events import (
     EVENT_TYPES, FORMAT_VERSION, Alt, AnyEvent, Backtrack, Capture, GpuSample, Message, Metric,
-    NodeClose, NodeOpen, RunEnd, RunStart, Token, TokenKind, display_text,
+    NodeClose, NodeOpen, RunEnd, RunStart, Token, TokenKind, display_text, safe_text,
 )
-from .fileformat import TraceFile, TraceFormatError, TraceWriter, decode_trace, encode_trace, read_trace, write_trace
+from .fileformat import (
+    FrameDamage, TraceFile, TraceFormatError, TraceWriteError, TraceWriter, decode_trace, encode_trace, read_trace,
+    write_trace,
+)
 from .monitor import ResourceMonitor, get_monitor
 from .store import State, TraceStore
 from .tree import TraceNode, TraceTree
@@ -15,6 +18,7 @@ from .tree import TraceNode, TraceTree
 __all__ = [
     "EVENT_TYPES", "FORMAT_VERSION", "Alt", "AnyEvent", "Backtrack", "Capture", "GpuSample", "Message",
     "Metric", "NodeClose", "NodeOpen", "RunEnd", "RunStart", "Token", "TokenKind", "display_text",
-    "TraceFile", "TraceFormatError", "TraceWriter", "decode_trace", "encode_trace", "read_trace",
-    "write_trace", "ResourceMonitor", "get_monitor", "State", "TraceStore", "TraceNode", "TraceTree",
+    "safe_text", "FrameDamage", "TraceFile", "TraceFormatError", "TraceWriteError", "TraceWriter", "decode_trace",
+    "encode_trace", "read_trace", "write_trace", "ResourceMonitor", "get_monitor", "State", "TraceStore",
+    "TraceNode", "TraceTree",
 ]

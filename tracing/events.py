@@ -1,9 +1,19 @@
-"""The event contract between engines, the trace store, trace files and the UI.
+r"""The event contract between engines, the trace store, trace files and the UI.
 
 Every event is a tagged msgspec Struct with a ``seq`` (assigned by the store,
 dense and increasing) and ``t_us`` (microseconds on a monotonic clock since
 the store was created).  Probabilities are floats and may be NaN (unknown);
 NaN survives every round trip because the file stores IEEE floats, never text.
+
+Text fields are str, and a trace file stores them as UTF-8.  A string that is
+not valid Unicode never stops the writer: what a lone surrogate stands for is
+written instead (:func:`safe_text`), shown the way token bytes are
+(:func:`display_text`).  Surrogate-escaped bytes (U+DC80 to U+DCFF, what
+``os.listdir`` or ``sys.argv`` give for a file name that is not UTF-8) become
+their bytes again: bytes that make a UTF-8 character are that character, and
+any other byte shows as ``<0xNN>``; any other lone surrogate shows as
+``\udXXX``.  So ``"caf\udcc3\udca9 \udcff \ud800"`` is recorded as
+``"café <0xFF> \ud800"`` (a backslash, then ``ud800``).
 """
 
 from __future__ import annotations
@@ -14,7 +24,7 @@ from typing import Union
 
 import msgspec
 
-FORMAT_VERSION = 2  # 2: tokens in column blocks; 1 is still read
+FORMAT_VERSION = 3  # 3: a checksum per frame, each frame readable on its own; 2 (column blocks) and 1 are still read
 
 _Bytes = bytes  # field types below, since fields named `bytes` shadow the builtin
 
@@ -154,6 +164,32 @@ def _hex_escape(err: UnicodeDecodeError) -> tuple[str, int]:
 # One pass of the UTF-8 decoder; bytes that are not part of a valid character
 # become <0xNN>.  (Retrying every sub-slice took cubic time on binary data.)
 codecs.register_error("tracing.hex_escape", _hex_escape)
+
+
+def _surrogate_escape(err: UnicodeError) -> tuple[bytes, int]:
+    if not isinstance(err, UnicodeEncodeError):
+        raise err
+    out = bytearray()
+    for ch in err.object[err.start:err.end]:
+        o = ord(ch)
+        out += bytes((o - 0xDC00,)) if 0xDC80 <= o <= 0xDCFF else f"\\u{o:04x}".encode()
+    return bytes(out), err.end
+
+
+codecs.register_error("tracing.surrogates", _surrogate_escape)
+
+
+def safe_text(s: str) -> str:
+    r"""``s`` if it is valid Unicode; else with each lone surrogate replaced by what it stands for.
+
+    Surrogate-escaped bytes (U+DC80-U+DCFF) are their bytes again, shown as
+    :func:`display_text` shows token bytes (a UTF-8 character, else
+    ``<0xNN>``); any other lone surrogate shows as ``\udXXX``."""
+    try:
+        s.encode("utf-8")
+        return s
+    except UnicodeEncodeError:
+        return s.encode("utf-8", "tracing.surrogates").decode("utf-8", "tracing.hex_escape")
 
 
 def display_text(data: bytes) -> str:

@@ -4,6 +4,10 @@ screen before the whole file is decoded.
 Decoding a large trace takes most of a second (about 8 µs a token); the app
 decodes the first few thousand frames before its first frame and the rest in a
 background thread, appending to the store exactly as a live run would.
+
+A damaged frame never stops the loader: it is skipped, the good frames are
+kept, and :attr:`TraceLoader.skipped` / :attr:`TraceLoader.warning` say what
+was lost, exactly as ``info`` and ``export`` do (the same decoder).
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import os
 import threading
 from pathlib import Path
 
-from tracing.fileformat import HEADER, FrameDecoder, TraceFormatError, check_header, read_bytes
+from tracing.fileformat import HEADER, FrameDamage, FrameDecoder, TraceFormatError, check_header, read_bytes
 from tracing.store import TraceStore
 
 from guidance_tui.gc_policy import Freezer
@@ -24,13 +28,14 @@ class TraceLoader:
 
     def __init__(self, path: str | os.PathLike, store: TraceStore | None = None) -> None:
         self.path = Path(path)
-        self._data = read_bytes(path)
+        self._data = read_bytes(path)  # a FIFO, a device or a directory is refused here
         self.version = check_header(self._data, str(path))
         self.store = store if store is not None else TraceStore()
-        self._dec = FrameDecoder(alternatives=False)  # a token's top-k is unpacked when it is shown
+        # a token's top-k is unpacked when it is shown
+        self._dec = FrameDecoder(alternatives=False, version=self.version)
         self._pos = HEADER.size
         self.dropped_bytes = 0  # an incomplete last frame (the writer was stopped mid-frame)
-        self.error: TraceFormatError | None = None
+        self.error: TraceFormatError | None = None  # reading stopped (never for a damaged frame: see skipped)
         self.done = threading.Event()
         self._thread: threading.Thread | None = None
         self._stop = False
@@ -40,9 +45,11 @@ class TraceLoader:
         if self._stop or self.done.is_set():
             return True
         try:
-            events, dropped, self._pos = self._dec.decode_frames(self._data, self._pos, str(self.path), max_events)
-        except TraceFormatError as e:
-            self._fail(e)
+            events, dropped, self._pos = self._dec.decode_frames(self._data, self._pos, str(self.path), max_events,
+                                                                 final=True)
+        except Exception as e:  # a bug: the loading thread must still end, with one line
+            self._fail(e if isinstance(e, TraceFormatError)
+                       else TraceFormatError(f"{self.path}: cannot be read ({type(e).__name__})"))
             return True
         self.store.extend_recorded(events, self._dec.take_packed())
         if dropped:
@@ -52,6 +59,17 @@ class TraceLoader:
             self.done.set()
             return True
         return False
+
+    @property
+    def skipped(self) -> list[FrameDamage]:
+        """The damaged parts skipped so far (each a one-line TraceFormatError naming its byte offset)."""
+        return self._dec.skipped
+
+    @property
+    def warning(self) -> str | None:
+        """One line for the damage skipped so far (the words ``info`` and ``export`` print), None for none."""
+        return self._dec.warning
+
     def _fail(self, err: TraceFormatError) -> None:
         self.error = err
         self._pos = len(self._data)
