@@ -242,3 +242,22 @@ async def test_attach_to_a_plain_python_program_on_the_real_model(rdir, tmp_path
     assert same_events(rec.store, path)
     assert oct(path.stat().st_mode & 0o777) == oct(0o600)
     assert runs.live_runs() == []  # the writer's entry is gone with it
+
+
+def test_a_followed_file_with_a_damaged_frame_is_read_past_and_the_feed_says_so_once(tmp_path):
+    from tracing import write_trace
+    from tracing.synthetic import synthetic_events
+
+    from guidance_tui.state.feed import LiveFeed
+    from guidance_tui.state.token_index import TokenIndex
+
+    path = tmp_path / "t.gtt"
+    write_trace(path, list(synthetic_events(3000, seed=5)))  # several frames
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # a byte in a frame in the middle
+    path.write_bytes(bytes(data))
+    follower = TraceFollower(path, ask_registry=False)
+    feed = LiveFeed(TokenIndex(follower.store), follower)
+    warnings = [feed.pump(end_seq=-1).warning for _ in range(3)]
+    assert warnings[0] and "byte" in warnings[0] and warnings[1:] == [None, None]
+    assert follower.store.run_end() is not None  # the frames after the damage are kept

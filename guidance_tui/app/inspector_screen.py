@@ -216,6 +216,8 @@ class InspectorScreen(Screen):
         fb = self.feed.pump(cur.end_seq)
         if fb.error is not None:
             self.notify(str(fb.error), title="Trace damaged", severity="error", timeout=10)
+        if fb.warning:
+            self.notify(fb.warning, title="Trace damaged", severity="warning", timeout=10)
         moved = False
         if fb.grew:
             if self.live:

@@ -188,14 +188,16 @@ class ScriptProcess:
         finally:
             self._follower.close()
 
-    def poll(self, max_events: int | None = None) -> int:
+    def poll(self, max_events: int | None = None, final: bool | None = None) -> int:
         """Decode what the trace file gained (up to ``max_events``) into the
         store; the number of events added.
 
         Thread-safe.  The app calls it from its timer (``polled_elsewhere``), so
         decoding runs on the UI thread between frames instead of competing with
         them for the interpreter lock."""
-        return self._follower.poll(max_events)
+        if final is None:  # once the child is gone, nothing more will be written
+            final = self.proc is not None and self.proc.poll() is not None
+        return self._follower.poll(max_events, final=final)
 
     def _outcome(self) -> RunResult:
         code = self.proc.wait()

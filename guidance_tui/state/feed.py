@@ -26,6 +26,7 @@ class FeedBatch:
     grew: bool  # new events past the cursor's end
     cpu: float | None = None  # the newest CPU sample among the new events
     error: TraceFormatError | None = None  # the followed file is damaged: following stopped
+    warning: str | None = None  # damaged frames were skipped (said once)
     events: list = field(default_factory=list)
 
     @property
@@ -45,6 +46,7 @@ class LiveFeed:
             self.source.polled_elsewhere = True  # we read its file on the app's thread
         self.structural: list = []  # node/capture/run events not yet fed to the tree
         self._freezer = gc_policy.Freezer()
+        self._warned: str | None = None
 
     def pump(self, end_seq: int) -> FeedBatch:
         """Take in what arrived; ``end_seq`` is the cursor's end before this tick."""
@@ -53,6 +55,9 @@ class LiveFeed:
         first_seq = idx.last_seq
         batch = idx.ingest()
         fb = FeedBatch(batch, first_seq, batch.last_seq > end_seq, error=error, events=batch.events)
+        warning = getattr(self.source, "warning", None)
+        if warning and warning != self._warned:
+            fb.warning = self._warned = warning
         if fb.grew:
             self._freezer.grown(batch.last_seq)
             self.structural.extend(e for e in batch.events if type(e) is not Metric)

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from tracing import TraceStore
-from tracing.fileformat import HEADER, FrameDecoder, check_header
+from tracing.fileformat import HEADER, FrameDecoder
 from tracing.runs import LiveRun, live_run_for
 
 WRITER_CHECK_S = 0.5
@@ -47,9 +47,14 @@ class TraceFollower:
         self._alive = self.writer is not None
         self._checked_at = time.monotonic()
 
-    def poll(self, max_events: int | None = None) -> int:
+    def poll(self, max_events: int | None = None, final: bool | None = None) -> int:
         """Decode what the file gained (up to ``max_events`` events); the number added.
-        A damaged frame raises TraceFormatError (the caller stops following)."""
+
+        ``final``: nothing more will be written (default: the writer is gone).  Only then
+        is a frame that fails its checksum at the end known damaged, not half written:
+        it is skipped and ``warning`` says so."""
+        if final is None:
+            final = not self.writer_alive()
         with self._lock:
             if self._closed:
                 return 0
@@ -63,16 +68,21 @@ class TraceFollower:
                 if len(buf) < HEADER.size:
                     self._buf = buf
                     return 0
-                check_header(buf, str(self.path))
+                self._dec.read_header(buf, str(self.path))  # the decoder learns the file's version
                 buf = buf[HEADER.size:]
                 self._header_ok = True
             if not buf:
                 self._buf = b""
                 return 0
-            events, dropped, pos = self._dec.decode_frames(buf, 0, str(self.path), max_events)
+            events, dropped, pos = self._dec.decode_frames(buf, 0, str(self.path), max_events, final=final)
             self._buf = buf[len(buf) - dropped:] if dropped else buf[pos:]  # an incomplete frame waits
             self.store.extend_recorded(events, self._dec.take_packed())
             return len(events)
+
+    @property
+    def warning(self) -> str | None:
+        """Damage found so far (frames skipped, events lost), one line; None while the file is sound."""
+        return self._dec.warning
 
     def writer_alive(self) -> bool:
         """The process writing the file is still running (checked at most every WRITER_CHECK_S)."""

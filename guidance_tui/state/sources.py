@@ -47,6 +47,8 @@ def open_recording(path: str | Path, writer: LiveRun | None = None) -> Recording
     if loader.error is not None:
         raise loader.error
     warning = ""
-    if loader.done.is_set() and loader.dropped_bytes:
+    if loader.done.is_set() and loader.warning:  # damaged frames skipped, the good ones kept
+        warning = loader.warning
+    elif loader.done.is_set() and loader.dropped_bytes:
         warning = f"The trace ends mid-event ({loader.dropped_bytes} bytes dropped): the run was cut short."
     return Recording(loader.store, path.name, loader=None if loader.done.is_set() else loader, warning=warning)
