@@ -24,6 +24,7 @@ import argparse
 import multiprocessing as mp
 import os
 import random
+import shutil
 import sys
 import tempfile
 import time
@@ -38,15 +39,20 @@ _SOURCES: list[tuple[str, bytes]] = []
 _TMP: Path | None = None
 
 
-def _init() -> None:
+def _init(tmp: str | None = None) -> None:
     global _SOURCES, _TMP
     import _trace_support
     from _trace_support import fuzz_sources
 
     _trace_support.ALT_EVERY = 23  # the top-k of every 23rd token (unpacking all of them was half the time)
     _SOURCES = fuzz_sources()
+    _TMP = Path(tempfile.mkdtemp(dir=tmp))  # the replay loader reads a file: one directory per process
+
+
+def _scratch() -> str:
+    """A directory for the run's files (in memory where there is /dev/shm), removed at the end."""
     shm = Path("/dev/shm")
-    _TMP = Path(tempfile.mkdtemp(prefix="gtt-fuzz-", dir=shm if shm.is_dir() and os.access(shm, os.W_OK) else None))
+    return tempfile.mkdtemp(prefix="gtt-fuzz-", dir=shm if shm.is_dir() and os.access(shm, os.W_OK) else None)
 
 
 def make_input(seed: str, i: int) -> tuple[random.Random, str, bytes]:
@@ -99,8 +105,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--save", default="fuzz-crashes", help="directory for crashing inputs")
     args = ap.parse_args(argv)
 
+    scratch = _scratch()
+    try:
+        return _run(args, scratch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _run(args, scratch: str) -> int:
     if args.only is not None:
-        _init()
+        _init(scratch)
         rng, name, data = make_input(args.seed, args.only)
         from _trace_support import check_one
 
@@ -118,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     last = t0
     print(f"fuzzing the trace readers: {args.count:,} inputs, seed {args.seed}, {args.workers} workers"
           + (f", at most {args.seconds:.0f} s" if args.seconds else ""), flush=True)
-    with mp.get_context("fork" if sys.platform != "win32" else "spawn").Pool(args.workers, _init) as pool:
+    with mp.get_context("fork" if sys.platform != "win32" else "spawn").Pool(args.workers, _init, (scratch,)) as pool:
         for stats in pool.imap_unordered(run_chunk, tasks):
             for k in total:
                 total[k] += stats[k]
