@@ -55,8 +55,6 @@ This module never imports Textual.  The protobuf classes (package
 from __future__ import annotations
 
 import base64
-import contextlib
-import gc
 import hashlib
 import json
 import math
@@ -663,14 +661,3 @@ def _post(endpoint: str, body: bytes, timeout: float, headers: dict[str, str] | 
         raise SendError(f"cannot reach {endpoint}: {e.strerror or e}") from None
 
 
-@contextlib.contextmanager
-def gc_paused():
-    """No cyclic garbage collection meanwhile: building millions of small dicts and messages
-    (none in a cycle) otherwise spends most of its time in collections."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
