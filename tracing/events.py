@@ -79,8 +79,24 @@ class NodeClose(Event, tag="node_close", kw_only=True):
     stop_reason: str = ""
 
 
+class ProbKind(enum.IntEnum):
+    """What a token's probabilities are (remote servers give one number, of one kind)."""
+
+    LOCAL = 0  # computed here from the logits: ``prob`` after the mask, ``prob_raw`` before it
+    BEFORE_MASK = 1  # the server's number is before the grammar mask: in ``prob_raw``
+    AFTER_MASK = 2  # after the mask, before sampling settings: in ``prob``
+    AFTER_SAMPLING = 3  # after the mask and temperature/top-p: in ``prob``
+    UNKNOWN = 4  # the server does not say: in ``prob``
+
+
 class Alt(msgspec.Struct, array_like=True, gc=False):
-    """One top-k alternative, ranked by probability before the grammar mask."""
+    """One alternative of a token.
+
+    In ``Token.top`` alternatives are ranked by probability before the grammar
+    mask (``prob`` before the mask, ``masked`` says whether the grammar ruled
+    it out); in ``Token.top_allowed`` they are the allowed tokens ranked after
+    the mask (``prob`` renormalised over the allowed set, ``masked`` False).
+    """
 
     id: int
     bytes: _Bytes
@@ -102,10 +118,26 @@ class Token(Event, tag="token"):
     latency_us: int = 0  # forward pass + sampling for this token
     mask_us: int = 0  # grammar mask computation
     allowed: int = -1  # size of the allowed set, -1 when unknown
+    # The top-k after the mask; empty when the mask removed none of ``top`` (then it is ``top``).
+    top_allowed: list[Alt] = []  # stored only when ``top`` has a masked alternative
+    prob_kind: ProbKind = ProbKind.LOCAL
 
     @property
     def text(self) -> str:
         return display_text(self.bytes)
+
+    def after_mask(self) -> list[Alt]:
+        """The alternatives after the grammar mask, best first, with renormalised probabilities."""
+        if self.top_allowed:
+            return self.top_allowed
+        if any(a.masked for a in self.top):
+            return []  # not recorded (an older trace, or a remote server)
+        # The mask removed none of the top-k, so the ranking is the same; the probabilities
+        # scale by the chosen token's after/before ratio (1 when nothing was masked at all).
+        scale = self.prob / self.prob_raw if self.prob_raw > 0 and self.prob == self.prob else 1.0
+        if abs(scale - 1.0) < 1e-6:
+            return self.top
+        return [Alt(a.id, a.bytes, min(1.0, a.prob * scale), False) for a in self.top]
 
 
 class Backtrack(Event, tag="backtrack", kw_only=True):
