@@ -98,7 +98,7 @@ class Alt(msgspec.Struct, array_like=True, gc=False):
     the mask (``prob`` renormalised over the allowed set, ``masked`` False).
     """
 
-    id: int
+    id: int  # -1 when the engine does not know ids (a bridged guidance run)
     bytes: _Bytes
     prob: float
     masked: bool  # True when the grammar ruled this token out
@@ -107,7 +107,7 @@ class Alt(msgspec.Struct, array_like=True, gc=False):
 class Token(Event, tag="token"):
     # Positional fields (id, bytes first): a trace reader builds a block of
     # tokens with one C-level map(Token, *columns) instead of a Python call each.
-    id: int
+    id: int  # -1 when unknown (guidance's trace messages carry text, not ids)
     bytes: _Bytes
     node_id: int = 0
     pos: int = 0  # byte offset in the model's text where this token starts
@@ -116,7 +116,7 @@ class Token(Event, tag="token"):
     prob_raw: float = float("nan")  # before the mask
     top: list[Alt] = []
     latency_us: int = 0  # forward pass + sampling for this token
-    mask_us: int = 0  # grammar mask computation
+    mask_us: int = 0  # grammar mask computation, -1 when unknown
     allowed: int = -1  # size of the allowed set, -1 when unknown
     # The top-k after the mask; empty when the mask removed none of ``top`` (then it is ``top``).
     top_allowed: list[Alt] = []  # stored only when ``top`` has a masked alternative
