@@ -134,6 +134,25 @@ def test_a_damaged_file_is_listed_as_damaged(rdir):
     assert s.status == "damaged" and s.error
 
 
+def test_a_file_with_a_damaged_frame_is_summarised_and_flagged(rdir):
+    from guidance_tui.state.run_list import row_of
+    from tracing.fileformat import FrameEncoder
+
+    runs.runs_dir()
+    events = [RunStart(script="s.py", model="m", backend="llamacpp", wall_time=1000.0)]
+    events += [e for e in synthetic_events(200) if type(e).__name__ not in ("RunStart", "RunEnd")]
+    events.append(RunEnd(status="done"))
+    events = TraceStore(events).events()
+    enc = FrameEncoder()
+    data = bytearray(enc.header() + b"".join(enc.encode_batch(events[i:i + 10]) for i in range(0, len(events), 10)))
+    data[len(data) // 2] ^= 0xFF  # one frame in the middle fails its checksum
+    p = rdir / "hurt.gtt"
+    p.write_bytes(bytes(data))
+    s = runs.summarize(p)
+    assert s.status == "done" and "damaged" in s.extra["damage"] and s.tokens > 0
+    assert row_of(s).cells[0] == "done, damaged"
+
+
 def test_runs_are_listed_live_first_then_newest_first_and_dead_writers_show_as_died(rdir):
     runs.runs_dir()
     old = make_trace(rdir, "old.gtt")

@@ -323,11 +323,14 @@ def summarize(trace: str | os.PathLike) -> RunSummary:
     from .fileformat import TraceFormatError, read_trace
 
     try:
-        events = read_trace(trace).events
+        tf = read_trace(trace)
     except TraceFormatError as e:
         s = RunSummary(str(trace), status="damaged", size=st.st_size, mtime_ns=st.st_mtime_ns, error=str(e))
     else:
-        s = summary_of_events(trace, events, st.st_size, st.st_mtime_ns)
+        s = summary_of_events(trace, tf.events, st.st_size, st.st_mtime_ns)
+        if tf.warning:  # readable, but frames were skipped: the listing says so
+            s.extra["damage"] = tf.warning
+            s.error = s.error or tf.warning
     try:
         ensure_private_dir(idx.parent)
         _write_json(idx, asdict(s))

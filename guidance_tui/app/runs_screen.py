@@ -114,7 +114,8 @@ class RunsScreen(Screen):
         tones = {"live": "bold $accent", "done": "$success", "error": "$error", "died": "$error",
                  "interrupted": "$warning", "damaged": "$error"}
         for r in self.rows:
-            status = Content.styled(r.cells[0], tones.get(r.cells[0], "$text-muted"))
+            tone = "$warning" if r.summary.extra.get("damage") else tones.get(r.summary.status, "$text-muted")
+            status = Content.styled(r.cells[0], tone)
             t.add_row(status, *r.cells[1:], key=r.path)
         if keep is not None:
             index = next((i for i, r in enumerate(self.rows) if r.path == keep), None)

@@ -53,7 +53,8 @@ class Row:
 
 
 def row_of(s: RunSummary, now: float | None = None) -> Row:
-    return Row(s, (s.status, s.name, short_model(s.model), f"{s.tokens:,}", f"{s.tok_s:.1f}" if s.tok_s else "–",
+    status = f"{s.status}, damaged" if s.extra.get("damage") else s.status  # frames skipped: say so in the row
+    return Row(s, (status, s.name, short_model(s.model), f"{s.tokens:,}", f"{s.tok_s:.1f}" if s.tok_s else "–",
                    fmt_started(s.started, now), fmt_duration(s.duration_s), fmt_size(s.size)))
 
 
