@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import math
 
-from tracing import (Backtrack, Capture, Message, Metric, NodeClose, NodeOpen, Token, TokenKind, TraceStore,
+from tracing import (Backtrack, Capture, Message, Metric, NodeClose, NodeOpen, ProbKind, Token, TokenKind, TraceStore,
                      decode_trace, encode_trace)
 
 from guidance_tui.bridge.convert import PROBS_OFF, Converter
@@ -88,6 +88,7 @@ def test_guidance_probabilities_are_before_the_mask_and_what_it_lacks_stays_unkn
     tok(f, 3, 2, "d", p=None, top=[[b64("d"), None, False]])
     gen, forced, blind = f.of(Token)
     assert math.isnan(gen.prob) and gen.prob_raw == 0.25
+    assert gen.prob_kind == ProbKind.BEFORE_MASK  # what guidance computes: the number is before the mask
     assert [(a.bytes, a.prob, a.masked) for a in gen.top] == [(b"b", 0.5, True), (b"a", 0.25, False)]
     assert gen.id == -1 and all(a.id == -1 for a in gen.top)  # guidance's trace has no token ids
     assert gen.mask_us == -1 and gen.allowed == -1 and gen.latency_us == 2500

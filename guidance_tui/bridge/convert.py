@@ -22,7 +22,7 @@ import binascii
 import math
 from dataclasses import dataclass
 
-from tracing import Alt, Backtrack, Capture, GpuSample, Message, Metric, NodeClose, NodeOpen, Token, TokenKind
+from tracing import Alt, Backtrack, Capture, GpuSample, Message, Metric, NodeClose, NodeOpen, ProbKind, Token, TokenKind
 
 NAN = float("nan")
 UNKNOWN_ID = -1  # guidance's trace carries no token ids
@@ -230,7 +230,8 @@ class Converter:
             UNKNOWN_ID, data, node_id=st.node, pos=self.text_len, kind=kind,
             # guidance's probability is before the grammar mask; after it, a forced token had no rival
             prob=1.0 if forced else NAN, prob_raw=p, top=top,
-            latency_us=round(lat * 1000) if lat == lat else 0, mask_us=UNKNOWN_US, allowed=1 if forced else -1))
+            latency_us=round(lat * 1000) if lat == lat else 0, mask_us=UNKNOWN_US, allowed=1 if forced else -1,
+            prob_kind=ProbKind.BEFORE_MASK))
         self.counts[kind] += 1
         self.text_len += len(data)
         self.target_tokens += 1
