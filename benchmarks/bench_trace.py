@@ -12,7 +12,11 @@ Prints figures, ratios and PASS/FAIL against the targets of issue #2:
 * a 100k-token trace is queryable <= 1 s after reading starts
   (read_trace + TraceStore(events) + first state_at(last));
 * random seek (state_at + text_bytes) p95 <= 30 ms;
-* the resource monitor at 4 Hz costs <= 1 % of one core.
+* the resource monitor at 4 Hz costs <= 1 % of one core;
+* ``--only scale`` (minutes, not in the default set): traces of ``--scale-tokens`` tokens
+  (default 1M; 10M works), written once into ``--trace-dir`` and reused, replayed in a fresh
+  process as the app holds them (the loader's store, the token index): resident memory <= 400 MiB
+  at 1M, no Token object per token kept, scrub and ``state_at`` seek times.
 
 Timings are wall-clock on whatever machine runs this; compare figures only
 within one run or on one machine.
@@ -64,8 +68,11 @@ def fake_clock(rng: random.Random, lo_us: int = 15_000, hi_us: int = 30_000):
 
 
 # -- a realistic token stream -----------------------------------------------------------
-def realistic_events(n_tokens: int, *, seed: int = 0, distinct: int = 4000, top_k: int = 5):
-    """Real text uses few distinct tokens: ids drawn from a Zipf law over ``distinct`` ids."""
+def realistic_events(n_tokens: int, *, seed: int = 0, distinct: int = 4000, top_k: int = 5, after_mask: bool = True):
+    """Real text uses few distinct tokens: ids drawn from a Zipf law over ``distinct`` ids.
+
+    ``after_mask``: a token whose top-k has a masked alternative also records its top-k after
+    the mask, as the engines do: the unmasked ones renormalised, then other allowed tokens."""
     rng = random.Random(seed)
     ids = rng.sample(range(VOCAB_SPACE), distinct)
     cum = list(itertools.accumulate(1.0 / (r + 1) ** 1.1 for r in range(distinct)))
@@ -109,6 +116,14 @@ def realistic_events(n_tokens: int, *, seed: int = 0, distinct: int = 4000, top_
                 tok = Token(node_id=node, pos=text_len, id=tid, bytes=b, prob=prob, prob_raw=prob * 0.8, top=top,
                             latency_us=rng.randint(15_000, 30_000), mask_us=rng.randint(30, 1500),
                             allowed=rng.randint(1, VOCAB_SPACE))
+                if after_mask and any(a.masked for a in top):
+                    allowed = [Alt(a.id, a.bytes, a.prob / 0.8, False) for a in top if not a.masked]
+                    p = allowed[-1].prob
+                    while len(allowed) < top_k:
+                        p *= rng.uniform(0.3, 0.9)
+                        a = draw()
+                        allowed.append(Alt(a, word(a), p, False))
+                    tok.top_allowed = allowed
             yield tok
             text_len += len(b)
             made += 1
@@ -160,23 +175,32 @@ def bench_size(n: int) -> None:
     per_mix = (len(encode_trace(tokens)) - len(encode_trace([]))) / len(tokens)
     per_file = len(data) / len(tokens)
     vocab = len(decode_trace(data).vocab)
+    with_after = sum(1 for e in with_top if e.top_allowed)
     print(f"realistic: Zipf over 4,000 ids, {vocab:,} distinct in the file; "
-          f"{len(with_top) / len(tokens):.0%} of tokens sampled with top-5, the rest forced")
+          f"{len(with_top) / len(tokens):.0%} of tokens sampled with top-5, the rest forced; "
+          f"{with_after / len(with_top):.0%} of the sampled have a masked alternative, so also their top-5 "
+          "after the mask")
     print(f"  a token with top-5 (its share of a block, with the vocabulary it introduces): {per_top:.1f} B")
     print(f"  all tokens (sampled and forced) with their vocabulary: {per_mix:.1f} B/token")
     print(f"  the whole file per token (also metrics at 4 Hz for ~50 tok/s, nodes, captures): {per_file:.1f} B")
+    before_only = stamped(realistic_events(n, after_mask=False))
+    before_top = [e for e in before_only if isinstance(e, Token) and e.top]
+    print(f"  the same stream without the after-mask lists: "
+          f"{(len(encode_trace(before_top)) - len(encode_trace([]))) / len(before_top):.1f} B per token with top-5 "
+          f"(format 3: {(len(encode_trace(before_top, version=3)) - len(encode_trace([], version=3))) / len(before_top):.1f} B)")
     js = [len(guidance_style_json(t)) for t in with_top]
     js_mean = statistics.fmean(js)
     print(f"  comparable guidance-style JSON message: {js_mean:.0f} B/token (guidance's own: ~{GUIDANCE_JSON_B} B)")
     print(f"  ratio JSON / trace: {js_mean / per_top:.1f}x ; guidance {GUIDANCE_JSON_B} B / trace: "
           f"{GUIDANCE_JSON_B / per_top:.1f}x")
-    syn = stamped(synthetic_events(n))
+    syn = stamped(synthetic_events(n, after_mask=True))
     syn_tokens = [e for e in syn if isinstance(e, Token)]
     syn_top = [e for e in syn_tokens if e.top]
     print(f"synthetic_events (ids log-uniform over all {VOCAB_SPACE:,}, so most tokens bring a vocabulary entry): "
           f"{(len(encode_trace(syn_top)) - len(encode_trace([]))) / len(syn_top):.1f} B per token with top-5, "
           f"whole file {len(encode_trace(syn)) / len(syn_tokens):.1f} B/token")
-    print(f"{verdict(per_top <= 64)} bytes per token with top-5 {per_top:.1f} <= 64 (realistic)")
+    print(f"{verdict(per_top <= 64)} bytes per token with top-5 {per_top:.1f} <= 64 (realistic, after-mask lists "
+          "included)")
 
 
 # -- 2. append throughput ---------------------------------------------------------------------
@@ -271,6 +295,96 @@ def bench_replay(label: str, make_events) -> None:
         print(f"{verdict(p95 <= 0.030)} seek p95 {p95 * 1000:.2f} ms <= 30 ms ({label})")
 
 
+# -- 3b. scale: replay of millions of tokens, as the app holds them ------------------------------------
+_SCALE = r"""
+import gc, json, random, sys, time
+import psutil
+from guidance_tui.state.loader import TraceLoader
+from guidance_tui.state.token_index import TokenIndex
+from tracing import Token
+proc = psutil.Process()
+path, with_state = sys.argv[1], sys.argv[2] == "1"
+gc.collect()
+rss0 = proc.memory_info().rss
+t0 = time.perf_counter()
+loader = TraceLoader(path)
+store = loader.store
+index = TokenIndex(store)
+loader.load(3000)  # what the app decodes before its first frame
+index.ingest()
+first = time.perf_counter() - t0
+while not loader.load(4096):  # the rest, as the app's loading thread and its index do
+    index.ingest()
+index.ingest()
+loaded = time.perf_counter() - t0
+gc.collect()
+out = {"events": len(store), "tokens": index.n, "first_s": first, "loaded_s": loaded,
+       "rss_mb": (proc.memory_info().rss - rss0) / 2**20, "objects": len(gc.get_objects()),
+       "tokens_kept": sum(1 for o in gc.get_objects() if type(o) is Token)}
+rng = random.Random(7)
+def p95(xs):
+    xs.sort()
+    return xs[int(len(xs) * 0.95)] * 1000, xs[len(xs) // 2] * 1000
+scrub = []
+for _ in range(300):  # a click on the timeline: the token there, its alternatives (the detail pane)
+    i = rng.randrange(index.n)
+    t = time.perf_counter()
+    tok = index.token(i)
+    store.alternatives(tok.seq)
+    store.after_mask(tok.seq)
+    scrub.append(time.perf_counter() - t)
+out["scrub_p95_ms"], out["scrub_p50_ms"] = p95(scrub)
+if with_state:
+    t = time.perf_counter()
+    store.state_at(store.last_seq)
+    out["state_build_s"] = time.perf_counter() - t
+    seeks = []
+    for _ in range(300):
+        q = rng.randrange(len(store))
+        t = time.perf_counter()
+        store.text_bytes(store.state_at(q))
+        seeks.append(time.perf_counter() - t)
+    out["seek_p95_ms"], out["seek_p50_ms"] = p95(seeks)
+    gc.collect()
+    out["rss_state_mb"] = (proc.memory_info().rss - rss0) / 2**20
+print(json.dumps(out))
+"""
+
+
+def bench_scale(sizes: list[int], trace_dir: str, state_upto: int) -> None:
+    """Traces of each size (written once into ``trace_dir`` and reused), replayed in a fresh process
+    as the app holds them: the loader's store and the token index."""
+    from tracing.synthetic import write_synthetic_trace
+
+    root = str(Path(__file__).resolve().parent.parent)
+    for n in sizes:
+        path = Path(trace_dir) / f"bench_scale_{n}.gtt"
+        if not path.exists():
+            t = time.perf_counter()
+            write_synthetic_trace(path.with_suffix(".part"), n)
+            path.with_suffix(".part").rename(path)
+            print(f"(wrote {path} in {time.perf_counter() - t:.0f} s; reused by later runs)")
+        size = path.stat().st_size
+        r = json.loads(subprocess.run([sys.executable, "-c", _SCALE, str(path), "1" if n <= state_upto else "0"],
+                                      cwd=root, check=True, capture_output=True, text=True).stdout)
+        print(f"{n:,} tokens ({r['events']:,} events), file {size / 2**20:.0f} MiB:")
+        print(f"  first 3,000 events {r['first_s'] * 1000:.0f} ms; all decoded and indexed {r['loaded_s']:.1f} s")
+        print(f"  resident memory +{r['rss_mb']:.0f} MiB ({r['rss_mb'] * 2**20 / r['tokens']:.0f} B/token), "
+              f"{r['objects']:,} objects tracked by the collector, {r['tokens_kept']:,} Token objects alive")
+        print(f"  scrub (token at a random place + its alternatives before and after the mask): "
+              f"p50 {r['scrub_p50_ms']:.1f} ms, p95 {r['scrub_p95_ms']:.1f} ms")
+        if "seek_p95_ms" in r:
+            print(f"  state_at(last) the first time {r['state_build_s']:.1f} s; random seek state_at + text_bytes: "
+                  f"p50 {r['seek_p50_ms']:.1f} ms, p95 {r['seek_p95_ms']:.1f} ms; memory then "
+                  f"+{r['rss_state_mb']:.0f} MiB")
+        if n <= 1_000_000:
+            print(f"{verdict(r['rss_mb'] <= 400)} memory {r['rss_mb']:.0f} MiB <= 400 MiB ({n:,} tokens)")
+        print(f"{verdict(r['tokens_kept'] < r['tokens'] // 10)} {r['tokens_kept']:,} Token objects kept of "
+              f"{r['tokens']:,} ({n:,} tokens)")
+        if "seek_p95_ms" in r:
+            print(f"{verdict(r['seek_p95_ms'] <= 30)} seek p95 {r['seek_p95_ms']:.1f} ms <= 30 ms ({n:,} tokens)")
+
+
 # -- 4. monitor overhead ---------------------------------------------------------------------------
 def bench_monitor(seconds: float) -> None:
     print(f"\n== resource monitor at 4 Hz ({seconds:.0f} s each, idle main thread) ==")
@@ -330,11 +444,17 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smaller sizes and a shorter monitor run")
     ap.add_argument("--tokens", type=int, default=None, help="tokens in the replay trace (default 100,000)")
-    ap.add_argument("--only", choices=["size", "append", "replay", "monitor"], action="append",
+    ap.add_argument("--only", choices=["size", "append", "replay", "scale", "monitor"], action="append",
                     help="run only these parts (repeatable)")
+    ap.add_argument("--scale-tokens", default="1000000",
+                    help="comma-separated trace sizes for the scale part (e.g. 1000000,10000000)")
+    ap.add_argument("--trace-dir", default=tempfile.gettempdir(),
+                    help="where the scale part writes its traces once and reuses them (default: the temp dir)")
+    ap.add_argument("--state-upto", type=int, default=1_000_000,
+                    help="the scale part seeks state_at in traces up to this size (building it walks every event)")
     args = ap.parse_args()
     n = args.tokens or (20_000 if args.quick else 100_000)
-    parts = args.only or ["size", "append", "replay", "monitor"]
+    parts = args.only or ["size", "append", "replay", "monitor"]  # "scale" only when asked: it takes minutes
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} "
           f"(timings stretch when the machine is busy)\n")
     if "size" in parts:
@@ -345,6 +465,9 @@ def main() -> None:
         print(f"\n== replay of a {n:,}-token trace ==")
         bench_replay("synthetic_events", lambda: synthetic_events(n))
         bench_replay("realistic", lambda: realistic_events(n))
+    if "scale" in parts:
+        print("\n== scale: replay of big traces as the app holds them (loader store + token index) ==")
+        bench_scale([int(x) for x in args.scale_tokens.split(",")], args.trace_dir, args.state_upto)
     if "monitor" in parts:
         bench_monitor(2.0 if args.quick else 5.0)
     print(f"\nload average at the end: {os.getloadavg()[0]:.1f}")

@@ -5,7 +5,7 @@
     .venv/bin/python scripts/fuzz_traces.py --seconds 600         # at most ten minutes
 
 The same inputs and checks as tests/test_trace_fuzz.py, many more of them:
-real and synthetic traces of formats 1, 2 and 3, mutated structure-aware
+real and synthetic traces of formats 1 to 4, mutated structure-aware
 (one payload field, re-framed with a correct length and checksum) and byte
 by byte; each goes through read_trace (info, export), TraceLoader (replay)
 and a FrameDecoder fed in random chunks (a live follower), and every 10th

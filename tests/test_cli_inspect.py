@@ -256,3 +256,17 @@ def test_export_into_a_closed_pipe_stops_quietly(tmp_path):
     err = proc.stderr.read()
     assert proc.wait(timeout=120) == 0
     assert err == b""
+
+
+def test_export_round_trips_after_mask_alternatives_and_probability_kinds(capsys, tmp_path):
+    from tracing import ProbKind
+
+    events = run_events()
+    events[3].top_allowed = [Alt(2, b" yes", 0.75, False), Alt(7, b" no", 0.25, False)]
+    events[6].prob_kind = ProbKind.AFTER_SAMPLING
+    path = tmp_path / "after.gtt"
+    write_trace(path, events)
+    _, out, _ = cli(capsys, "export", path)
+    back = read_jsonl(out.splitlines())
+    assert [repr(e) for e in back] == [repr(e) for e in read_trace(path).events]
+    assert back[3].top_allowed[1] == Alt(7, b" no", 0.25, False) and back[6].prob_kind == ProbKind.AFTER_SAMPLING

@@ -337,14 +337,15 @@ def test_missing_file_is_a_one_line_format_error(tmp_path):
     assert "no such file" in one_line_error(e)
 
 
-def test_formats_2_and_3_of_the_same_events_read_the_same():
+def test_formats_2_3_and_4_of_the_same_events_read_the_same():
     events = stamped(nan_events() + list(synthetic_events(1500, seed=3)))
-    v2, v3 = encode_trace(events, version=2), encode_trace(events)
-    assert (decode_trace(v2).version, decode_trace(v3).version) == (2, FORMAT_VERSION) == (2, 3)
-    assert_same_events(decode_trace(v2).events, events)
-    assert_same_events(decode_trace(v3).events, events)
+    v2, v3, v4 = encode_trace(events, version=2), encode_trace(events, version=3), encode_trace(events)
+    assert [decode_trace(d).version for d in (v2, v3, v4)] == [2, 3, FORMAT_VERSION] == [2, 3, 4]
+    for data in (v2, v3, v4):
+        assert_same_events(decode_trace(data).events, events)
     overhead = len(v3) - len(v2)
     assert 0 < overhead < 20 * len(frames(v3))  # a checksum, a seq, a time and a position per frame
+    assert len(v4) < len(v3)  # three-byte ids: more than the after-mask columns cost
 
 
 def test_a_file_of_format_0_is_refused():

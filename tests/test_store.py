@@ -327,3 +327,92 @@ def test_tree_fed_in_batches_equals_the_tree_built_at_once():
         parts.feed(events[i:i + 37])
     assert parts.render() == whole.render()
     assert sum(n.n_tokens for n in whole.by_id.values()) == sum(isinstance(e, Token) for e in events)
+
+
+# -- a store read from a file: blocks decoded on demand ------------------------------------------------
+def loaded_store(tmp_path, events, chunks=(100, 3000, None)):
+    """The replay's store of ``events`` written to a file: TraceLoader, in chunks."""
+    from guidance_tui.state.loader import TraceLoader
+    from tracing import write_trace
+
+    path = tmp_path / "run.gtt"
+    write_trace(path, events)
+    loader = TraceLoader(path)
+    for n in chunks:
+        loader.load(n)
+    assert loader.done.is_set() and loader.warning is None
+    return loader.store
+
+
+def stamped_events(n: int, seed: int) -> list:
+    t = iter(range(0, 10**15, 1_000_000))
+    store = TraceStore(clock=lambda: next(t))
+    store.extend(synthetic_events(n, seed=seed, after_mask=True))
+    return list(store.events())
+
+
+def test_a_loaded_store_forgets_its_tokens_and_reads_them_back_the_same(tmp_path, monkeypatch):
+    import gc
+
+    import msgspec
+
+    from tracing import decode_trace, encode_trace
+
+    CACHE_BLOCKS = 8
+    monkeypatch.setattr("tracing.store.CACHE_BLOCKS", CACHE_BLOCKS)
+
+    events = stamped_events(25_000, seed=31)
+    want = decode_trace(encode_trace(events)).events  # what a full read gives
+    store = loaded_store(tmp_path, events)
+    assert len(store) == len(want) and store.last_seq == want[-1].seq
+    for a in range(-1, len(store), 5000):  # a reader (the app's index) has had them: they may go
+        store.since(a, 5000)
+    gc.collect()
+    mine = {id(e) for e in events} | {id(e) for e in want}
+    alive = sum(1 for o in gc.get_objects() if type(o) is Token and id(o) not in mine)
+    assert alive <= (CACHE_BLOCKS + 1) * 512 < 25_000  # the rest are bytes of the file
+    enc = msgspec.msgpack.encode
+    rng = random.Random(32)
+    for seq in rng.sample(range(len(store)), 150) + [0, len(store) - 1]:
+        got = store[seq]
+        assert got.seq == seq
+        if type(got) is Token:
+            assert store.alternatives(seq) == got.top  # unpacked onto the token the caller holds
+            assert enc(store.after_mask(seq)) == enc(want[seq].after_mask())
+        assert enc(got) == enc(want[seq]), seq
+    assert store[-1] is store[len(store) - 1]
+    for a in (-1, 5, 511, 512, 20_000):
+        assert [e.seq for e in store.since(a, 1000)] == list(range(a + 1, min(len(store), a + 1001)))
+    assert enc([msgspec.structs.replace(e, top=[], top_allowed=[]) if type(e) is Token else e
+                for e in store.events()]) == enc([msgspec.structs.replace(e, top=[], top_allowed=[])
+                                                  if type(e) is Token else e for e in want])
+    for kind in (Token, Backtrack, NodeOpen, Metric):
+        seqs = store.seqs_of(kind)
+        assert seqs == [e.seq for e in want if type(e) is kind] and seqs != [0]
+    assert store.token_counts() == TraceStore(want).token_counts()
+
+
+def test_a_loaded_store_seeks_state_as_one_built_from_events(tmp_path):
+    events = stamped_events(8000, seed=33)
+    store = loaded_store(tmp_path, events)
+    whole = TraceStore(events)
+    for seq in probe_seqs(len(store), random.Random(34)):
+        assert store.text_bytes(store.state_at(seq)) == whole.text_bytes(whole.state_at(seq))
+        assert store.state_at(seq) == whole.state_at(seq)
+
+
+def test_checkpoints_share_their_text_segments():
+    """A run with thousands of backtracks: each checkpoint's text is a few references, not a copy of
+    every segment (a million-token run held gigabytes so)."""
+    store = TraceStore(synthetic_events(12_000, seed=35))
+    store.state_at(store.last_seq)
+    cps = store._checkpoints[1:]
+    assert len(cps) > 20 and max(len(cp.segments) for cp in cps) > 50
+    heads = {id(cp.head) for cp in cps}
+    shared = set()
+    for cp in cps:  # the chains of later checkpoints run through the nodes of earlier ones
+        h = cp.head
+        while h is not None:
+            shared.add(id(h))
+            h = h[2]
+    assert len(shared) < sum(len(cp.segments) for cp in cps) / 4 and heads <= shared

@@ -2,7 +2,7 @@
 
 Deterministic (fixed seeds) and a few seconds long.  Real traces (format 1
 from tests/data, formats 2 and 3 recorded from the embedded model) and
-synthetic ones (formats 2 and 3, with an EVENT frame and text that needed
+synthetic ones (formats 2, 3 and 4, with an EVENT frame and text that needed
 escaping) are mutated structure-aware (one field of a frame's payload, the
 frame re-framed with a correct length and checksum, so the semantic checks
 are what must catch it) and byte by byte (flips, overwrites, cuts,

@@ -24,7 +24,7 @@ from typing import Union
 
 import msgspec
 
-FORMAT_VERSION = 3  # 3: a checksum per frame, each frame readable on its own; 2 (column blocks) and 1 are still read
+FORMAT_VERSION = 4  # 4: after-mask alternatives and probability kinds in blocks; 3 (checksums), 2 and 1 still read
 
 _Bytes = bytes  # field types below, since fields named `bytes` shadow the builtin
 

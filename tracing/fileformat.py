@@ -1,22 +1,31 @@
 """The trace file: a header, then length-prefixed, checksummed msgpack frames.
 
-Layout (format 3)::
+Layout (format 4)::
 
     MAGIC (8 bytes) | format version (u16 little-endian) | frames...
     frame = LEB128 length n | CRC-32 of the payload (u32 little-endian) | payload (n bytes)
 
 The payload is a msgpack array ``[tag, ...]``.  ``BLOCK`` [3, n, m, codes,
-columns, vocab_ids, vocab_bytes, other_index, other_events, seq, t_us, pos]
-holds ``n`` consecutive events: the tokens among them column by column (``m``
-top-k alternatives in all), each integer column in the narrowest type that
-holds it (``codes``: one struct code per column, one of ``BbHhIiq``), with the
-vocabulary entries (token id -> bytes) the block introduces; every other event
-msgpack-encoded with its index in the block.  ``EVENT`` [2, t_us, event, seq]
-is one event on its own (a token whose own id and an alternative's disagree on
-their bytes).  A frame says the seq of its first event and the time and text
+columns, vocab_ids, vocab_bytes, other_index, other_events, seq, t_us, pos,
+m2, m3] holds ``n`` consecutive events: the tokens among them column by
+column (``m`` top-k alternatives in all), each integer column in the
+narrowest type that holds it (``codes``: one struct code per column, one of
+``BbHhTIiq``, where ``T`` is three bytes stored as a u16 column then a u8
+column), with the vocabulary entries (token id -> bytes) the block
+introduces; every other event msgpack-encoded with its index in the block.
+A token's kind column holds ``kind | prob_kind << 2``.  Its after-mask
+alternatives (``Token.top_allowed``) take one column value each
+(``kx << 4 | p << 1 | d``: the first ``p`` are its top-k's unmasked ones, in
+order, so only the ``kx`` after them store ids, ``m2`` in all; ``d``: their
+probabilities are the top-k's times the token's ``prob / prob_raw`` within
+f16 precision, else stored, ``m3`` f16 probabilities in all).  ``EVENT``
+[2, t_us, event, seq] is one event on its own (a token whose own id and an
+alternative's disagree on their bytes, or whose after-mask list a block
+cannot say).  A frame says the seq of its first event and the time and text
 position its deltas start from (``t_us``, ``pos``: a token's position is a
 delta from the previous token's), so every frame can be read on its own.
-Data only: no pickle anywhere.
+Data only: no pickle anywhere.  Format 3 is the same without ``m2, m3``, the
+after-mask column and ids, ``T`` and probability kinds (a BLOCK of 12).
 
 Damage.  A reader checks every frame: its checksum, then that it holds only
 what a writer writes (column codes, sizes, token kinds, ids the vocabulary
@@ -35,7 +44,8 @@ damage.  Every reader (``read_trace``, the replay loader, a follower of a
 growing file fed in any chunks) comes to the same verdict: the same events
 kept, the same damage at the same offsets.
 
-Formats 1 and 2 are still read.  They have no checksum, and their frames are
+Formats 1, 2 and 3 are still read (their tokens have LOCAL probabilities and
+no after-mask list).  Formats 1 and 2 have no checksum, and their frames are
 deltas of the previous one, so at the first frame that fails the checks
 reading stops there (the good frames before it are kept) with a
 :class:`FrameDamage` that says the rest could not be read.  Format 2 framed
@@ -65,13 +75,15 @@ import zlib
 from collections import deque
 from dataclasses import dataclass, field
 from itertools import accumulate, chain, compress, count, filterfalse, repeat
-from operator import add, attrgetter, ge, is_, is_not, not_, sub
+from operator import add, and_, attrgetter, ge, is_, is_not, lshift, mul, not_, or_, rshift, sub
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterable, Sequence
 
 import msgspec
 
-from .events import FORMAT_VERSION, Alt, AnyEvent, Backtrack, Message, NodeOpen, Token, TokenKind, safe_text
+from .events import (
+    FORMAT_VERSION, Alt, AnyEvent, Backtrack, Message, NodeOpen, ProbKind, Token, TokenKind, safe_text,
+)
 from .format1 import unpack_token
 
 MAGIC = b"\x89GTTRC\r\n"
@@ -189,11 +201,11 @@ class FrameEncoder:
     No event stops it: a string that is not valid Unicode is recorded as
     :func:`tracing.events.safe_text` shows it, and an event that still cannot
     be encoded (an integer past 64 bits) is recorded as a Message that says so
-    (``replaced`` counts them).  ``version`` 2 writes the previous format (for
-    tests)."""
+    (``replaced`` counts them).  ``version`` 2 or 3 writes an older format (for
+    tests; they have no place for ``top_allowed`` and ``prob_kind``)."""
 
     def __init__(self, version: int = FORMAT_VERSION) -> None:
-        if version not in (2, 3):
+        if version not in (2, 3, 4):
             raise ValueError(f"cannot write trace format {version}")
         self.version = version
         self._enc = msgspec.msgpack.Encoder()
@@ -306,6 +318,10 @@ class FrameEncoder:
         alt_ids = list(map(_ID, alts))
         all_ids = ids + alt_ids
         all_data = data + list(map(_BYTES, alts))
+        if self.version >= 4:
+            allowed_alts = list(chain.from_iterable(map(_TOP_ALLOWED, toks)))
+            all_ids += map(_ID, allowed_alts)
+            all_data += map(_BYTES, allowed_alts)
         vocab = dict(zip(all_ids, all_data))
         if list(map(vocab.__getitem__, all_ids)) != all_data:
             return None  # the same id with different bytes: the block's table cannot say both
@@ -318,15 +334,33 @@ class FrameEncoder:
             pos_deltas = list(map(sub, pos, chain((pos0,), map(add, pos, lens))))
         m = len(alts)
         masked = "".join(map("01".__getitem__, map(_MASKED, reversed(alts))))
-        int_cols = (dts, list(map(_NODE, toks)), pos_deltas, list(map(_LATENCY, toks)), list(map(_MASK, toks)),
-                    ids, list(map(_ALLOWED, toks)), list(map(int, map(_KIND, toks))), list(map(len, tops)), alt_ids)
-        codes = "".join(map(_int_code, int_cols))
-        columns = _block_layout(n, len(toks), m, codes).pack(
-            *chain(*int_cols[:9]), *map(_PROB, toks), *map(_PROB_RAW, toks), *alt_ids, *map(_PROB, alts))
+        kinds = list(map(int, map(_KIND, toks)))
+        v4 = self.version >= 4
+        if v4:
+            after = _after_mask_columns(toks, vocab)
+            if after is None:
+                return None  # an after-mask alternative marked masked: an EVENT frame says it exactly
+            shared, al_ids, al_probs = after
+            kinds = list(map(or_, kinds, map(lshift, map(int, map(_PROB_KIND, toks)), repeat(2))))
+            int_cols = (dts, list(map(_NODE, toks)), pos_deltas, list(map(_LATENCY, toks)), list(map(_MASK, toks)),
+                        ids, list(map(_ALLOWED, toks)), kinds, list(map(len, tops)), shared, alt_ids, al_ids)
+            codes = "".join(map(_int_code_v4, int_cols))
+            columns = _block_layout(n, len(toks), m, codes, len(al_ids), len(al_probs)).pack(
+                *chain.from_iterable(map(_packed_ints, int_cols[:10], codes)), *map(_PROB, toks),
+                *map(_PROB_RAW, toks), *_packed_ints(alt_ids, codes[10]), *map(_PROB, alts),
+                *_packed_ints(al_ids, codes[11]), *al_probs)
+        else:
+            int_cols = (dts, list(map(_NODE, toks)), pos_deltas, list(map(_LATENCY, toks)), list(map(_MASK, toks)),
+                        ids, list(map(_ALLOWED, toks)), kinds, list(map(len, tops)), alt_ids)
+            codes = "".join(map(_int_code, int_cols))
+            columns = _block_layout(n, len(toks), m, codes).pack(
+                *chain(*int_cols[:9]), *map(_PROB, toks), *map(_PROB_RAW, toks), *alt_ids, *map(_PROB, alts))
         bits = int(masked, 2).to_bytes((m + 7) // 8, "little") if m else b""
         fields = (BLOCK, n, m, codes, columns + bits, [i for i, _ in new], [b for _, b in new], other_index, others)
         if self.version >= 3:
             fields += (self._seq, t0, pos0)
+        if v4:
+            fields += (len(al_ids), len(al_probs))
         frame = self._frame(self._enc.encode(fields))
         self._vocab.update(new)
         self._prev_t = ts[-1]
@@ -340,38 +374,89 @@ _T_US, _ID, _BYTES, _POS, _TOP = (attrgetter(a) for a in ("t_us", "id", "bytes",
 _NODE, _LATENCY, _MASK, _ALLOWED, _KIND = (attrgetter(a) for a in ("node_id", "latency_us", "mask_us", "allowed",
                                                                       "kind"))
 _PROB, _PROB_RAW, _MASKED, _SEQ = (attrgetter(a) for a in ("prob", "prob_raw", "masked", "seq"))
+_TOP_ALLOWED, _PROB_KIND = attrgetter("top_allowed"), attrgetter("prob_kind")
 # struct codes for an integer column, narrowest first, with the range each holds
 _INT_CODES = (("B", 0, 0xFF), ("b", -0x80, 0x7F), ("H", 0, 0xFFFF), ("h", -0x8000, 0x7FFF),
               ("I", 0, 0xFFFFFFFF), ("i", -0x80000000, 0x7FFFFFFF), ("q", -1 << 63, (1 << 63) - 1))
+# Format 4 adds "T": three bytes (token ids of a 262k vocabulary), stored as a u16 column then a u8 column.
+_INT_CODES_V4 = _INT_CODES[:4] + (("T", 0, 0xFFFFFF),) + _INT_CODES[4:]
 _CODES = frozenset(c for c, _, _ in _INT_CODES)  # exactly the codes a writer writes
+_CODES_V4 = _CODES | {"T"}
 _N_INT_COLS = 10  # dt; tokens' node, pos delta, latency, mask time, id, allowed, kind, k; alternative ids
+_N_INT_COLS_V4 = 12  # the same with, after k, the after-mask column; then after-mask ids after alternative ids
+_INT_SIZE = {"B": 1, "b": 1, "H": 2, "h": 2, "T": 3, "I": 4, "i": 4, "q": 8}
+# Format 4's kind column: kind | prob_kind << 2
+_KIND_CODES_V4 = frozenset(k | p << 2 for k in range(len(TokenKind)) for p in range(len(ProbKind)))
+_PROB_KINDS = tuple(ProbKind)
+_F16 = struct.Struct("<e")
+_F32X2 = struct.Struct("<ff")
+_PREFIX_MAX = 7  # after-mask alternatives a token may take from its top-k (3 bits)
+_F16_REL = 2.0 ** -11  # the relative error of a probability stored in f16
 
 
-def _int_code(col: Sequence[int]) -> str:
+def _int_code(col: Sequence[int], table=_INT_CODES) -> str:
     if not col:
         return "B"
     lo, hi = min(col), max(col)
-    for code, a, b in _INT_CODES:
+    for code, a, b in table:
         if a <= lo and hi <= b:
             return code
     raise ValueError(f"an integer in a token is out of the 64-bit range: {lo if lo < 0 else hi}")
 
 
-def _block_layout(n: int, n_tok: int, m: int, codes: str) -> struct.Struct:
+def _int_code_v4(col: Sequence[int]) -> str:
+    return _int_code(col, _INT_CODES_V4)
+
+
+def _packed_ints(col: Sequence[int], code: str):
+    """A column's values as its struct format takes them (a "T" column: low 16 bits, then high 8)."""
+    if code != "T":
+        return col
+    return chain(map(and_, col, repeat(0xFFFF)), map(rshift, col, repeat(16)))
+
+
+def _col_fmt(count: int, code: str) -> str:
+    return f"{count}H{count}B" if code == "T" else f"{count}{code}"
+
+
+def _take(v: Sequence, i: int, count: int, code: str) -> tuple[Sequence[int], int]:
+    """One integer column from an unpacked tuple ``v`` at ``i``: (the column, where the next starts)."""
+    if code != "T":
+        return v[i:i + count], i + count
+    return list(map(or_, v[i:i + count], map(lshift, v[i + count:i + 2 * count], repeat(16)))), i + 2 * count
+
+
+def _ints_at(blob, offset: int, total: int, code: str, a: int, b: int) -> Sequence[int]:
+    """Items ``a:b`` of an integer column of ``total`` items stored at ``offset``."""
+    if code != "T":
+        return struct.unpack_from(f"<{b - a}{code}", blob, offset + a * _INT_SIZE[code])
+    lo = struct.unpack_from(f"<{b - a}H", blob, offset + 2 * a)
+    hi = struct.unpack_from(f"<{b - a}B", blob, offset + 2 * total + a)
+    return list(map(or_, lo, map(lshift, hi, repeat(16))))
+
+
+def _block_layout(n: int, n_tok: int, m: int, codes: str, m2: int = 0, m3: int = 0) -> struct.Struct:
     """Columns of a BLOCK: time deltas of all n events; eight integer columns of
-    the n_tok tokens, their probabilities and raw probabilities (f32); the ids
-    and probabilities (f16) of the m alternatives."""
-    key = (n, n_tok, m, codes)
+    the n_tok tokens (format 4: nine), their probabilities and raw probabilities
+    (f32); the ids and probabilities (f16) of the m alternatives; format 4: the
+    ids of the m2 after-mask alternatives not taken from the top-k, and the m3
+    after-mask probabilities (f16) stored (see :func:`_after_mask_columns`)."""
+    key = (n, n_tok, m, codes, m2, m3)
     layout = _BLOCK_LAYOUTS.get(key)
     if layout is None:
-        fmt = f"<{n}{codes[0]}" + "".join(f"{n_tok}{c}" for c in codes[1:9]) + f"{n_tok}f{n_tok}f{m}{codes[9]}{m}e"
+        if len(codes) == _N_INT_COLS_V4:
+            fmt = ("<" + _col_fmt(n, codes[0]) + "".join(_col_fmt(n_tok, c) for c in codes[1:10])
+                   + f"{n_tok}f{n_tok}f" + _col_fmt(m, codes[10]) + f"{m}e" + _col_fmt(m2, codes[11]) + f"{m3}e")
+        else:
+            fmt = (f"<{n}{codes[0]}" + "".join(f"{n_tok}{c}" for c in codes[1:9])
+                   + f"{n_tok}f{n_tok}f{m}{codes[9]}{m}e")
         layout = struct.Struct(fmt)
         if len(_BLOCK_LAYOUTS) < 4096:
             _BLOCK_LAYOUTS[key] = layout
     return layout
 
 
-_BLOCK_LAYOUTS: dict[tuple[int, int, int, str], struct.Struct] = {}
+_BLOCK_LAYOUTS: dict[tuple, struct.Struct] = {}
 
 
 # byte -> its 8 bits as booleans, least significant first
@@ -379,54 +464,150 @@ _BITS8 = tuple(tuple(bool(b >> j & 1) for j in range(8)) for b in range(256))
 
 
 _KINDS = tuple(TokenKind)
+
+
+def _after_mask_columns(toks: Sequence[Token], vocab: dict[int, bytes]):
+    """Format 4's after-mask alternatives of a block's tokens: (one value per token, the ids
+    stored, the probabilities stored); None when one is marked masked (no block can say so).
+
+    Each token's value is ``kx << 4 | p << 1 | d``.  The after-mask list starts with
+    the top-k's unmasked alternatives, in order (what the mask leaves of the best
+    tokens is the best of what it allows): its first ``p`` entries are those, and
+    only the ``kx`` after them store their ids.  ``d``: the first ``p`` probabilities
+    are not stored either, since they are the top-k's (f16) times the token's
+    ``prob / prob_raw`` (f32), within f16 precision; else all ``p + kx`` are stored."""
+    shared = [0] * len(toks)
+    ids: list[int] = []
+    probs: list[float] = []
+    for j, tok in enumerate(toks):
+        allowed = tok.top_allowed
+        if not allowed:
+            continue
+        if any(map(_MASKED, allowed)):
+            return None
+        unmasked = [a for a in tok.top if not a.masked]
+        p, most = 0, min(len(allowed), len(unmasked), _PREFIX_MAX)
+        while p < most and allowed[p].id == unmasked[p].id:
+            p += 1
+        d = 0
+        if p:
+            prob, raw = _F32X2.unpack(_F32X2.pack(tok.prob, tok.prob_raw))
+            if raw > 0 and prob == prob and raw != float("inf"):
+                scale = prob / raw
+                d = 1
+                for a, u in zip(allowed[:p], unmasked):
+                    want = a.prob
+                    got = _F16.unpack(_F16.pack(u.prob))[0] * scale
+                    if not abs(got - want) <= abs(want) * _F16_REL:  # a NaN fails too
+                        d = 0
+                        break
+        rest = allowed[p:]
+        shared[j] = len(rest) << 4 | p << 1 | d
+        ids += map(_ID, rest)
+        probs += map(_PROB, rest if d else allowed)
+    return shared, ids, probs
+
+
+def _after_mask_list(top: Sequence[Alt], value: int, ids: Sequence[int], probs: Sequence[float], prob: float,
+                     prob_raw: float, get: Callable[[int, bytes], bytes]) -> list[Alt]:
+    """One token's after-mask alternatives from its share of the columns (see :func:`_after_mask_columns`):
+    ``ids`` its stored ids, ``probs`` its stored probabilities, ``get(id, default)`` an id's bytes."""
+    p, d = value >> 1 & 7, value & 1
+    prefix = list(compress(top, map(not_, map(_MASKED, top))))[:p] if p else ()  # a damaged count: what there is
+    if not p:
+        out = []
+    elif d:
+        scale = prob / prob_raw if prob_raw > 0 and prob == prob and prob_raw != _INF else _NAN
+        out = list(map(Alt, map(_ID, prefix), map(_BYTES, prefix), map(mul, map(_PROB, prefix), repeat(scale)),
+                       repeat(False)))
+    else:
+        out = list(map(Alt, map(_ID, prefix), map(_BYTES, prefix), probs[:p], repeat(False)))
+        probs = probs[p:]
+    if ids:
+        out += map(Alt, ids, map(get, ids, repeat(LOST_BYTES)), probs, repeat(False))
+    return out
+
+
+_INF, _NAN = float("inf"), float("nan")
+
+
 def _all(items: list, kind: type) -> bool:
     """Every item is exactly of type ``kind`` (a bool is not an int here)."""
     return not items or set(map(type, items)) == {kind}
 
 
 class PackedAlternatives:
-    """The top-k alternatives of one block's tokens, as the file has them.
+    """The top-k (and format 4's after-mask) alternatives of one block's tokens, as the file has them.
 
     A reader that only follows a run (the app) leaves them packed: building the
     Alt objects was a third of decoding, and only the token under the cursor
-    ever shows them.  :meth:`of` unpacks one token's."""
+    ever shows them.  :meth:`unpack` unpacks one token's."""
 
-    __slots__ = ("seqs", "starts", "blob", "offset", "m", "id_code", "vocab", "intro", "serial")
+    __slots__ = ("seqs", "starts", "blob", "offset", "m", "id_code", "shared", "m2", "after_code", "m3", "vocab",
+                 "intro", "serial", "_after_starts")
 
     def __init__(self, seqs: list[int], starts: list[int], blob: bytes, offset: int, m: int, id_code: str,
+                 shared: Sequence[int] | None = None, m2: int = 0, after_code: str = "B", m3: int = 0, *,
                  vocab: dict[int, bytes], intro: dict[int, int] | None = None, serial: int = 0) -> None:
         self.seqs = seqs  # the block's token seqs, ascending
         self.starts = starts  # token j's alternatives are [starts[j], starts[j + 1])
         self.blob, self.offset, self.m, self.id_code, self.vocab = blob, offset, m, id_code, vocab
+        # format 4: each token's after-mask value (None: no token has any), the m2 ids and m3 probabilities stored
+        self.shared, self.m2, self.after_code, self.m3 = shared, m2, after_code, m3
+        self._after_starts = None
         # id -> the block that introduced it: an id introduced after this block reads as lost, as it
         # does when the block is read with its alternatives (the vocabulary as it was then)
         self.intro, self.serial = intro, serial
 
+    def _bytes_of(self, i: int, default: bytes = LOST_BYTES) -> bytes:
+        intro = self.intro
+        if intro is None or intro.get(i, _LATE) <= self.serial:
+            return self.vocab.get(i, default)
+        return default
+
     def of(self, seq: int) -> list[Alt] | None:
-        """The alternatives of the token ``seq``; None when it is not in this block."""
+        """The top-k alternatives of the token ``seq``; None when it is not in this block."""
+        got = self.unpack(seq)
+        return None if got is None else got[0]
+
+    def unpack(self, seq: int, prob: float = float("nan"), prob_raw: float = float("nan")):
+        """(top-k, after-mask alternatives) of the token ``seq`` (whose ``prob`` and
+        ``prob_raw`` are given); None when it is not in this block."""
         j = bisect.bisect_left(self.seqs, seq)
         if j == len(self.seqs) or self.seqs[j] != seq:
             return None
         a, b = self.starts[j], self.starts[j + 1]
-        if a == b:
-            return []
-        size = struct.calcsize(self.id_code)
-        ids = struct.unpack_from(f"<{b - a}{self.id_code}", self.blob, self.offset + a * size)
-        probs = struct.unpack_from(f"<{b - a}e", self.blob, self.offset + self.m * size + a * 2)
-        bits = self.blob[self.offset + self.m * (size + 2):]
-        masked = [bool(bits[i >> 3] >> (i & 7) & 1) for i in range(a, b)]
-        vocab, intro, serial = self.vocab, self.intro, self.serial
-        if intro is None:
-            return [Alt(i, vocab.get(i, LOST_BYTES), p, k) for i, p, k in zip(ids, probs, masked)]
-        return [Alt(i, vocab.get(i, LOST_BYTES) if intro.get(i, _LATE) <= serial else LOST_BYTES, p, k)
-                for i, p, k in zip(ids, probs, masked)]
+        m, size = self.m, _INT_SIZE[self.id_code]
+        bytes_of = self._bytes_of
+        top: list[Alt] = []
+        if a != b:
+            ids = _ints_at(self.blob, self.offset, m, self.id_code, a, b)
+            probs = struct.unpack_from(f"<{b - a}e", self.blob, self.offset + m * size + a * 2)
+            bits = self.blob[len(self.blob) - (m + 7) // 8:]
+            masked = [bool(bits[i >> 3] >> (i & 7) & 1) for i in range(a, b)]
+            top = list(map(Alt, ids, map(bytes_of, ids), probs, masked))
+        value = self.shared[j] if self.shared is not None else 0
+        if not value:
+            return top, []
+        if self._after_starts is None:
+            kx = list(map(rshift, self.shared, repeat(4)))
+            stored = [k + (0 if v & 1 else v >> 1 & 7) for k, v in zip(kx, self.shared)]
+            self._after_starts = (list(accumulate(kx, initial=0)), list(accumulate(stored, initial=0)))
+        id_starts, prob_starts = self._after_starts
+        at = self.offset + m * (size + 2)
+        ids = _ints_at(self.blob, at, self.m2, self.after_code, id_starts[j], id_starts[j + 1])
+        at += self.m2 * _INT_SIZE[self.after_code]
+        pa, pb = prob_starts[j], prob_starts[j + 1]
+        probs = struct.unpack_from(f"<{pb - pa}e", self.blob, at + 2 * pa)
+        return top, _after_mask_list(top, value, ids, probs, prob, prob_raw, bytes_of)
 
 
 _LATE = 1 << 62
 
 
-# The first two bytes of a format-3 payload: an EVENT array of 4, a BLOCK array of 12.
+# The first two bytes of a payload: an EVENT array of 4, a BLOCK array of 12 (format 3) or 14 (format 4).
 _SYNC = re.compile(rb"\x94\x02|\x9c\x03")
+_SYNC_V4 = re.compile(rb"\x94\x02|\x9e\x03")
 _WAIT = object()  # a decision that needs more of a growing file
 _RESYNC_TRIES = 1 << 20  # candidate frames checked while looking for an intact one
 _RESYNC_BYTES = 1 << 28  # bytes checksummed doing so (about 0.1 s)
@@ -450,13 +631,18 @@ class FrameDecoder:
     ``alternatives=False``: tokens of blocks come without their top-k (``top``
     is an empty tuple); :attr:`packed` collects them, packed, for
     ``TraceStore.extend_recorded`` and ``TraceStore.alternatives``.
+    ``keep_blocks``: :attr:`blocks` collects each BLOCK frame read with no loss
+    before it as a :class:`BlockRef`, so a store can forget its tokens.
     ``version``: the file's (:meth:`read_header` sets it; a follower of a file
     this version writes may leave the default).  :attr:`skipped` lists the
     damage found so far (see the module docstring), :attr:`unknown_bytes` the
     tokens read after a loss whose bytes were lost with it."""
 
-    def __init__(self, *, alternatives: bool = True, version: int = FORMAT_VERSION) -> None:
+    def __init__(self, *, alternatives: bool = True, version: int = FORMAT_VERSION, keep_blocks: bool = False) -> None:
         self._dec = msgspec.msgpack.Decoder()
+        self.keep_blocks = keep_blocks
+        self.blocks: list[BlockRef] = []
+        self._as_of: tuple[dict[int, int], int] | None = None  # BlockRef.events: (intro, serial)
         self._ev_dec = msgspec.msgpack.Decoder(AnyEvent)
         self.alternatives = alternatives
         self.version = version
@@ -581,6 +767,11 @@ class FrameDecoder:
         packed, self.packed = self.packed, []
         return packed
 
+    def take_blocks(self) -> list["BlockRef"]:
+        """The blocks decoded since the last call (``keep_blocks``), for ``TraceStore.extend_recorded``."""
+        blocks, self.blocks = self.blocks, []
+        return blocks
+
     # -- damage ---------------------------------------------------------------------------
     def _damage(self, name: str, offset: int, resumed: int, reason: str) -> None:
         pending = self._pending
@@ -613,7 +804,7 @@ class FrameDecoder:
         crc32 = zlib.crc32
         view = memoryview(data)
         tries, budget = _RESYNC_TRIES, _RESYNC_BYTES
-        for hit in _SYNC.finditer(data, start + 6, end):
+        for hit in (_SYNC_V4 if self.version >= 4 else _SYNC).finditer(data, start + 6, end):
             h = hit.start()
             if h - 9 > (best if best is not None else undecided):
                 break
@@ -652,9 +843,10 @@ class FrameDecoder:
         if type(frame) is not list or not frame:
             raise _Bad("not a frame")
         tag, size = frame[0], len(frame)
+        lossy, t_start, len_start = False, self._t, self._text_len
         if self.version >= 3:
-            if tag == BLOCK and size == 12:
-                seq0, t0, pos0 = frame[9:]
+            if tag == BLOCK and size == (14 if self.version >= 4 else 12):
+                seq0, t0, pos0 = frame[9:12]
             elif tag == EVENT and size == 4:
                 seq0, t0, pos0 = frame[3], frame[1], 0
             else:
@@ -721,11 +913,16 @@ class FrameDecoder:
         if vocab is not None:
             self.vocab = vocab
         if packed is not None:
-            toks, starts, blob, alt_at, m, code, serial = packed
-            self.packed.append(PackedAlternatives(list(map(_SEQ, toks)), starts, blob, alt_at, m, code, self.vocab,
-                                                  self._intro, serial))
+            toks, extra, serial = packed
+            self.packed.append(PackedAlternatives(list(map(_SEQ, toks)), *extra, vocab=self.vocab,
+                                                  intro=self._intro, serial=serial))
         if tag == BLOCK:
             self._serial += 1
+            if self.keep_blocks and not lossy and got:
+                other_index = frame[7]
+                self.blocks.append(BlockRef(got[0].seq, len(got), payload, self.version, self.vocab, t_start,
+                                            len_start, other_index, [got[i] for i in other_index],
+                                            self._intro, self._serial))
         self.unknown_bytes += unknown
         return got
 
@@ -741,7 +938,7 @@ class FrameDecoder:
                 raise _Bad("a token of a node never opened")
         return ev
 
-    def _block(self, frame: list, t: int, text_len: int, lossy: bool):
+    def _block(self, frame: list, t: int, text_len: int, lossy: bool, kept: list | None = None):
         """The events of one BLOCK frame, checked, and what the decoder keeps after it:
         (events, time, text length, nodes opened, packed alternatives, vocabulary, unknown tokens).
 
@@ -750,27 +947,33 @@ class FrameDecoder:
         one by one.  The vocabulary is updated in place (undone if the block
         turns out bad), or copied when a follower's packed alternatives must
         keep an id's earlier bytes."""
-        v3 = self.version >= 3
+        v3, v4 = self.version >= 3, self.version >= 4
         _, n, m, codes, blob, vids, vdata, other_index, others = frame[:9]
-        if type(n) is not int or type(m) is not int or not 0 < n <= BLOCK_MAX or m < 0:
+        m2, m3 = frame[12:14] if v4 else (0, 0)
+        if (type(n) is not int or type(m) is not int or not 0 < n <= BLOCK_MAX or m < 0
+                or type(m2) is not int or type(m3) is not int or m2 < 0 or m3 < 0):
             raise _Bad("bad block sizes")
-        if type(codes) is not str or len(codes) != _N_INT_COLS or not _CODES.issuperset(codes):
+        if (type(codes) is not str or len(codes) != (_N_INT_COLS_V4 if v4 else _N_INT_COLS)
+                or not (_CODES_V4 if v4 else _CODES).issuperset(codes)):
             raise _Bad("bad column codes")
         if (type(blob) is not bytes or type(vids) is not list or type(vdata) is not list or len(vids) != len(vdata)
                 or type(other_index) is not list or type(others) is not list or len(others) != len(other_index)
                 or not _all(vids, int) or not _all(vdata, bytes) or not _all(other_index, int)):
             raise _Bad("bad block")
         n_tok = n - len(other_index)
-        if n_tok < 0 or (m and not n_tok) or m > len(blob):
+        if n_tok < 0 or ((m or m3) and not n_tok) or m + m2 + m3 > len(blob):
             raise _Bad("bad block sizes")
         if other_index and (other_index[0] < 0 or other_index[-1] >= n
                             or any(map(ge, other_index, other_index[1:]))):
             raise _Bad("bad event order")
-        layout = _block_layout(n, n_tok, m, codes)
+        layout = _block_layout(n, n_tok, m, codes, m2, m3)
         if len(blob) != layout.size + (m + 7) // 8:
             raise _Bad("bad column sizes")
         event = self._event
-        other_events = [event(b, lossy) for b in others]
+        if kept is not None:  # decoded before (BlockRef): the events that are not tokens, and the vocabulary
+            other_events, vids = kept, ()
+        else:
+            other_events = [event(b, lossy) for b in others]
         opened = {ev.node_id for ev in other_events if type(ev) is NodeOpen}
         vocab = self.vocab
         lazy = not self.alternatives
@@ -778,15 +981,16 @@ class FrameDecoder:
         known = ()
         if vids:
             known = () if vocab.keys().isdisjoint(vids) else vocab.keys() & vids
-            if lazy and known:
-                # an id's bytes change: packed alternatives keep the table they were written with
+            if (lazy or self.keep_blocks) and known:
+                # an id's bytes change: packed alternatives and kept blocks keep the table they were written with
                 vocab = dict(vocab)
             else:
                 undo = {i: vocab[i] for i in known}  # and the ids that are new: vids
             vocab.update(zip(vids, vdata))
         try:
-            toks, ts, text_len, starts, alt_at, unknown = self._tokens(
-                n, n_tok, m, codes, blob, layout, vocab, t, text_len, frame[11] if v3 else None, opened, lossy)
+            toks, ts, text_len, extra, unknown = self._tokens(
+                n, n_tok, m, codes, blob, layout, vocab, t, text_len, frame[11] if v3 else None, opened, lossy,
+                m2, m3)
         except BaseException:
             if undo is not None:  # the block is bad: its vocabulary was never there
                 for i in vids:
@@ -804,13 +1008,14 @@ class FrameDecoder:
             for i, ev in zip(other_index, other_events):
                 insert(i, ev)
         deque(map(setattr, events, repeat("t_us"), ts), 0)
-        packed = (toks, starts, blob, alt_at, m, codes[9], serial) if lazy and m else None
+        packed = (toks, extra, serial) if lazy and (m or m3) else None
         return events, ts[-1], text_len, opened, packed, vocab, unknown
 
-    def _tokens(self, n, n_tok, m, codes, blob, layout, vocab, t, text_len, pos0, opened, lossy):
-        """A block's tokens from its columns: (tokens, times of all n events, text length, starts of
-        each token's alternatives, offset of the alternatives' ids, tokens of unknown bytes)."""
+    def _tokens(self, n, n_tok, m, codes, blob, layout, vocab, t, text_len, pos0, opened, lossy, m2=0, m3=0):
+        """A block's tokens from its columns: (tokens, times of all n events, text length, what a
+        follower's PackedAlternatives needs, tokens of unknown bytes)."""
         lazy = not self.alternatives
+        v4 = len(codes) == _N_INT_COLS_V4
         alt_at = 0
         if lazy:  # everything but the alternatives' ids and probabilities
             head = _block_layout(n, n_tok, 0, codes)
@@ -818,19 +1023,44 @@ class FrameDecoder:
             v = head.unpack_from(blob)
         else:
             v = layout.unpack_from(blob)
-        ts = list(accumulate(v[:n], initial=t))
+        dts, i = _take(v, 0, n, codes[0])
+        ts = list(accumulate(dts, initial=t))
         del ts[0]
         if not n_tok:
-            return [], ts, text_len, None, alt_at, 0
-        nodes, pos_deltas, lats, masks, ids, allowed, kinds, ks = (v[n + i * n_tok:n + (i + 1) * n_tok]
-                                                                    for i in range(8))
-        if min(kinds) < 0 or max(kinds) >= len(_KINDS):
+            return [], ts, text_len, None, 0
+        cols = []
+        for code in codes[1:10 if v4 else 9]:
+            col, i = _take(v, i, n_tok, code)
+            cols.append(col)
+        nodes, pos_deltas, lats, masks, ids, allowed, kinds, ks = cols[:8]
+        shared = cols[8] if v4 else None
+        prob_kinds = None
+        if v4:
+            if not _KIND_CODES_V4.issuperset(kinds):
+                raise _Bad("a bad token kind")
+            if max(kinds) > 3:  # a probability kind other than LOCAL
+                prob_kinds = list(map(rshift, kinds, repeat(2)))
+                kinds = list(map(and_, kinds, repeat(3)))
+        elif min(kinds) < 0 or max(kinds) >= len(_KINDS):
             raise _Bad("a bad token kind")
         if min(ks) < 0:
             raise _Bad("bad alternative counts")
         starts = list(accumulate(ks, initial=0))
         if starts[-1] != m:
             raise _Bad("bad alternative counts")
+        has_after = False
+        if v4:
+            if min(shared) < 0:
+                raise _Bad("bad after-mask counts")
+            if max(shared):
+                has_after = True
+                kx = list(map(rshift, shared, repeat(4)))
+                ps = list(map(and_, map(rshift, shared, repeat(1)), repeat(7)))
+                derived = sum(map(mul, ps, map(and_, shared, repeat(1))))
+                if sum(kx) != m2 or sum(kx) + sum(ps) - derived != m3:
+                    raise _Bad("bad after-mask counts")
+            elif m2 or m3:
+                raise _Bad("bad after-mask counts")
         if not lossy and not self._nodes.issuperset(nodes) and not opened.issuperset(set(nodes) - self._nodes):
             raise _Bad("a token of a node never opened")
         unknown = 0
@@ -851,29 +1081,108 @@ class FrameDecoder:
             text_len = pos[-1] + lens[-1]
         if min(pos) < 0:
             raise _Bad("a negative text position")
-        e = n + 8 * n_tok
-        probs, probs_raw = v[e:e + n_tok], v[e + n_tok:e + 2 * n_tok]
+        probs, probs_raw = v[i:i + n_tok], v[i + n_tok:i + 2 * n_tok]
+        i += 2 * n_tok
         # An alternative's id the vocabulary does not know: formats 1 and 2 have no checksum, so a
         # damaged id is caught here, in every reader alike (a follower unpacks the ids to check
         # them).  Format 3's checksum covers them and its writer introduces every id it writes: a
         # reader skips that check (a follower leaves the ids packed) and shows such bytes as lost.
+        id_code = codes[10 if v4 else 9]
         check_alts = m and not lossy and self.version < 3
         if lazy:
-            alt_ids = struct.unpack_from(f"<{m}{codes[9]}", blob, alt_at) if check_alts else ()
+            alt_ids = struct.unpack_from(f"<{m}{id_code}", blob, alt_at) if check_alts else ()
         else:
-            alt_ids = v[e + 2 * n_tok:e + 2 * n_tok + m]
+            alt_ids, i = _take(v, i, m, id_code)
         if check_alts and not vocab.keys() >= set(alt_ids):
             raise _Bad("an alternative id never introduced")
+        afters = None
         if lazy:
             tops = repeat(())
         else:
-            alt_probs = v[e + 2 * n_tok + m:]
+            alt_probs = v[i:i + m]
+            i += m
             masked = chain.from_iterable(map(_BITS8.__getitem__, blob[layout.size:]))
-            alts = list(map(Alt, alt_ids, map(vocab.get, alt_ids, repeat(LOST_BYTES)), alt_probs, masked))
+            alt_bytes = vocab.get
+            if self._as_of is not None:  # a block decoded again: ids introduced after it read as lost
+                intro, serial = self._as_of
+                ids_here = set(alt_ids).union(_take(v, i, m2, codes[11])[0] if v4 else ())
+                late = {a for a in ids_here if intro.get(a, _LATE) > serial}
+                if late:
+                    def alt_bytes(a, default, get=vocab.get):
+                        return default if a in late else get(a, default)
+            alts = list(map(Alt, alt_ids, map(alt_bytes, alt_ids, repeat(LOST_BYTES)), alt_probs, masked))
             tops = list(map(alts.__getitem__, map(slice, starts, starts[1:])))
+            if has_after:
+                al_ids, i = _take(v, i, m2, codes[11])
+                al_probs = v[i:i + m3]
+                afters = []
+                ai = pi = 0
+                append = afters.append
+                for top, value, prob, raw in zip(tops, shared, probs, probs_raw):
+                    if not value:
+                        append([])
+                        continue
+                    kx, p = value >> 4, value >> 1 & 7
+                    if value & 1 and not kx:  # the common case, inline: every entry from the top-k
+                        scale = prob / raw if raw > 0 and prob == prob and raw != _INF else _NAN
+                        append([Alt(a.id, a.bytes, a.prob * scale, False) for a in top if not a.masked][:p])
+                        continue
+                    np_ = kx + (0 if value & 1 else p)
+                    append(_after_mask_list(top, value, al_ids[ai:ai + kx], al_probs[pi:pi + np_], prob, raw,
+                                            alt_bytes))
+                    ai += kx
+                    pi += np_
         toks = list(map(Token, ids, data, nodes, pos, map(_KINDS.__getitem__, kinds), probs, probs_raw,
                         tops, lats, masks, allowed))
-        return toks, ts, text_len, starts, alt_at, unknown
+        if afters is not None:
+            deque(map(setattr, toks, repeat("top_allowed"), afters), 0)
+        elif lazy:
+            deque(map(setattr, toks, repeat("top_allowed"), repeat(())), 0)
+        if prob_kinds is not None:
+            deque(map(setattr, toks, repeat("prob_kind"), map(_PROB_KINDS.__getitem__, prob_kinds)), 0)
+        extra = None
+        if lazy:
+            extra = (starts, blob, alt_at, m, id_code, shared if has_after else None, m2,
+                     codes[11] if v4 else "B", m3)
+        return toks, ts, text_len, extra, unknown
+
+
+class BlockRef:
+    """A BLOCK frame a store keeps instead of its tokens: its bytes (a view of the file's),
+    what decoding it needs again, and its events that are not tokens (few, and kept)."""
+
+    __slots__ = ("first", "n", "payload", "version", "vocab", "t", "text_len", "other_index", "others", "intro",
+                 "serial")
+
+    def __init__(self, first: int, n: int, payload, version: int, vocab: dict[int, bytes], t: int, text_len: int,
+                 other_index: list[int], others: list[AnyEvent], intro: dict[int, int], serial: int) -> None:
+        self.first, self.n, self.payload, self.version = first, n, payload, version
+        # the vocabulary as of this block: a decoder copies it before an id's bytes change, and
+        # ``intro`` says which block introduced each id (a later one: an alternative's bytes are lost)
+        self.vocab, self.t, self.text_len, self.intro, self.serial = vocab, t, text_len, intro, serial
+        self.other_index, self.others = other_index, others
+
+    def other(self, offset: int) -> AnyEvent | None:
+        """The event at ``offset`` in the block when it is not a token (kept); else None."""
+        j = bisect.bisect_left(self.other_index, offset)
+        if j < len(self.other_index) and self.other_index[j] == offset:
+            return self.others[j]
+        return None
+
+    def events(self, alternatives: bool = False) -> list[AnyEvent]:
+        """The block's events, its tokens decoded again (their top-k left out, as a follower reads
+        them, unless ``alternatives``), seqs from ``first``."""
+        frame = _PLAIN.decode(self.payload)
+        dec = FrameDecoder(alternatives=alternatives, version=self.version)
+        dec.vocab = self.vocab
+        dec._as_of = (self.intro, self.serial)
+        v3 = self.version >= 3
+        events = dec._block(frame, frame[10] if v3 else self.t, self.text_len, True, self.others)[0]
+        deque(map(setattr, events, repeat("seq"), count(self.first)), 0)
+        return events
+
+
+_PLAIN = msgspec.msgpack.Decoder()
 
 
 def _opened(ev: AnyEvent) -> tuple[int, ...]:

@@ -221,6 +221,7 @@ def json_to_event(obj: dict) -> AnyEvent:
         if isinstance(obj.get("kind"), str):
             obj["kind"] = int(_KIND_BY_NAME[obj["kind"]])
         obj["top"] = _unplain_struct_list(obj.get("top", []), Alt.__struct_fields__)
+        obj["top_allowed"] = _unplain_struct_list(obj.get("top_allowed", []), Alt.__struct_fields__)
     elif obj.get("type") == "metric":
         obj["gpus"] = _unplain_struct_list(obj.get("gpus", []), GpuSample.__struct_fields__)
     # strict=False reads "NaN"/"Infinity" into float fields (only there) and base64 into bytes.

@@ -199,6 +199,13 @@ def _tooltip(i: int, tok, node_label: str, top: list, bt) -> str:
             mark = "  masked" if alt.masked else ""
             chosen = "▸" if alt.id == tok.id else " "
             lines.append(f" {chosen} {_shown(alt.bytes):<16} {_p(alt.prob)}{mark}")
+    if tok.top_allowed:
+        lines.append("top-k after the mask:")
+        for alt in tok.top_allowed[:TOP_K_SHOWN]:
+            chosen = "▸" if alt.id == tok.id else " "
+            lines.append(f" {chosen} {_shown(alt.bytes):<16} {_p(alt.prob)}")
+    if tok.prob_kind:
+        lines.append(f"probability kind: {tok.prob_kind.name.lower().replace('_', ' ')}")
     if bt is not None:
         lines.append(f"taken back by a backtrack ({bt.reason or 'unknown'})")
     return "\n".join(lines)

@@ -241,6 +241,16 @@ def _token_event(tok: Token, index: int, clock: _Clock, content: bool, taken_bac
         _put(a, "guidance_tui.token.top.masked", [bool(alt.masked) for alt in top])
         if content:
             _put(a, "guidance_tui.token.top.texts", [_text(alt.bytes) for alt in top])
+    allowed_top = tok.top_allowed  # the top-k after the mask, recorded where the mask removed some of ``top``
+    if allowed_top:
+        probs = [float(alt.prob) for alt in allowed_top]
+        _put(a, "guidance_tui.token.top_allowed.ids", [int(alt.id) for alt in allowed_top])
+        if all(math.isfinite(p) for p in probs):
+            _put(a, "guidance_tui.token.top_allowed.probs", probs)
+        if content:
+            _put(a, "guidance_tui.token.top_allowed.texts", [_text(alt.bytes) for alt in allowed_top])
+    if tok.prob_kind:  # not computed here from the logits: what kind of probability a server gave
+        _put(a, "guidance_tui.token.prob_kind", tok.prob_kind.name.lower())
     if content:
         _put(a, "guidance_tui.token.text", _text(tok.bytes))
     return SpanEvent(clock(tok.t_us), "guidance_tui.token", a)

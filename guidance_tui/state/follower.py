@@ -39,7 +39,8 @@ class TraceFollower:
         self.writer = writer if writer is not None or not ask_registry else _writer_of(self.path)
         self.polled_elsewhere = False  # LiveFeed sets it: only there is poll() called
         self._lock = threading.Lock()
-        self._dec = FrameDecoder(alternatives=False)  # the detail pane unpacks a token's top-k when shown
+        # the detail pane unpacks a token's top-k when shown; the store forgets the tokens of each block
+        self._dec = FrameDecoder(alternatives=False, keep_blocks=True)
         self._fh = None
         self._buf = b""
         self._header_ok = False
@@ -76,7 +77,7 @@ class TraceFollower:
                 return 0
             events, dropped, pos = self._dec.decode_frames(buf, 0, str(self.path), max_events, final=final)
             self._buf = buf[len(buf) - dropped:] if dropped else buf[pos:]  # an incomplete frame waits
-            self.store.extend_recorded(events, self._dec.take_packed())
+            self.store.extend_recorded(events, self._dec.take_packed(), self._dec.take_blocks())
             return len(events)
 
     @property

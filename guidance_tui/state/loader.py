@@ -12,15 +12,30 @@ was lost, exactly as ``info`` and ``export`` do (the same decoder).
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import os
 import threading
+import time
 from pathlib import Path
 
 from tracing.fileformat import HEADER, FrameDamage, FrameDecoder, TraceFormatError, check_header, read_bytes
 from tracing.store import TraceStore
 
 from guidance_tui.gc_policy import Freezer
+
+
+def _trim_heap() -> None:
+    """Give the C heap's free memory back to the system (glibc only): decoding a big file in this
+    thread churned through many times what the store keeps, and the thread's heap would hold it."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        pass
+
+
+UNREAD_MAX = 48  # blocks decoded ahead of the store's reader before the loading thread waits
+PACE_MAX_S = 1.0  # the longest it waits for one chunk (a reader that stopped reading)
 
 
 class TraceLoader:
@@ -31,8 +46,9 @@ class TraceLoader:
         self._data = read_bytes(path)  # a FIFO, a device or a directory is refused here
         self.version = check_header(self._data, str(path))
         self.store = store if store is not None else TraceStore()
-        # a token's top-k is unpacked when it is shown
-        self._dec = FrameDecoder(alternatives=False, version=self.version)
+        # a token's top-k is unpacked when it is shown; the store forgets the tokens of each
+        # block and decodes them again when asked for (a view of the file's bytes is kept)
+        self._dec = FrameDecoder(alternatives=False, version=self.version, keep_blocks=True)
         self._pos = HEADER.size
         self.dropped_bytes = 0  # an incomplete last frame (the writer was stopped mid-frame)
         self.error: TraceFormatError | None = None  # reading stopped (never for a damaged frame: see skipped)
@@ -51,7 +67,7 @@ class TraceLoader:
             self._fail(e if isinstance(e, TraceFormatError)
                        else TraceFormatError(f"{self.path}: cannot be read ({type(e).__name__})"))
             return True
-        self.store.extend_recorded(events, self._dec.take_packed())
+        self.store.extend_recorded(events, self._dec.take_packed(), self._dec.take_blocks())
         if dropped:
             self.dropped_bytes = dropped
         if self._pos >= len(self._data):
@@ -82,11 +98,24 @@ class TraceLoader:
             freezer = Freezer()  # decoded events live as long as the app: keep them out of full collections
             while not self.load(chunk):
                 freezer.grown(len(self.store))
+                self._pace()
             gc.freeze()
+            _trim_heap()
 
         if not self.done.is_set():
             self._thread = threading.Thread(target=run, name="trace-loader", daemon=True)
             self._thread.start()
+
+    def _pace(self) -> None:
+        """Wait (a little) while the store's reader (the app's index) is far behind: what it has not
+        read stays decoded in the store, and running ahead only makes the heap grow."""
+        store = self.store
+        if not getattr(store, "read_once", False):
+            return
+        waited = 0.0
+        while store.unread_blocks > UNREAD_MAX and not self._stop and waited < PACE_MAX_S:
+            time.sleep(0.005)
+            waited += 0.005
 
     def stop(self) -> None:
         self._stop = True

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import bisect
 import math
+from array import array
 from dataclasses import dataclass, field
 from itertools import accumulate, compress, count, islice, repeat
 from operator import attrgetter, mul, not_
@@ -20,6 +21,7 @@ from tracing.store import TraceStore
 
 PROMPT, GENERATED, FORCED = int(TokenKind.PROMPT), int(TokenKind.GENERATED), int(TokenKind.FORCED)
 NEVER = 1 << 62  # "not removed"
+_BIG = 1 << 62
 
 _bytes = attrgetter("bytes")
 _kind = attrgetter("kind")
@@ -61,18 +63,18 @@ class TokenIndex:
         self.store = store
         self.n = 0  # tokens ingested
         self.last_seq = -1  # last event ingested
-        # Columns are lists: extending a list from a map runs at C speed,
-        # an array's extend goes item by item.
-        self.seqs: list[int] = []  # store seq of token i
-        self.kind: list[int] = []
-        self.prob: list[float] = []
-        self.latency: list[int] = []
-        self.nbytes: list[int] = []
-        self.data: list[bytes] = []  # token i's bytes (shared with its event: a pointer each)
-        self.cum_width = [0]  # cells before token i, for plain tokens
-        self.cum_gen = [0]
-        self.cum_forced = [0]
-        self.cum_gen_latency = [0]
+        # Columns are arrays: a million tokens in a few dozen MB (lists held an int or float object
+        # per cell, most of a replay's memory).  Extending one from a map is still a C loop.
+        self.seqs = array("q")  # store seq of token i
+        self.kind = array("B")
+        self.prob = array("d")
+        self.latency = array("q")
+        self.nbytes = array("I")
+        self.data: list[bytes] = []  # token i's bytes (the vocabulary's: a pointer each)
+        self.cum_width = array("q", [0])  # cells before token i, for plain tokens
+        self.cum_gen = array("I", [0])  # counts of tokens: 4 bytes hold four billion
+        self.cum_forced = array("I", [0])
+        self.cum_gen_latency = array("q", [0])
         self.special: list[int] = []  # tokens the layout must look at closely (sorted)
         self.labels: dict[int, str] = {}  # token index -> role name shown before it
         self._pending_roles: list[tuple[int, str]] = []
@@ -118,10 +120,16 @@ class TokenIndex:
         bl = list(map(_bytes, toks))
         kinds = list(map(_kind, toks))
         lats = list(map(_latency, toks))
+        try:  # converted before any column changes: a value an array cannot hold changes none
+            lat_col, prob_col = array("q", lats), array("d", map(_prob, toks))
+        except (OverflowError, TypeError):  # a live producer's odd number: shown as unknown
+            lats = [x if type(x) is int and -_BIG < x < _BIG else 0 for x in lats]
+            lat_col = array("q", lats)
+            prob_col = array("d", [p if type(p) is float else math.nan for p in map(_prob, toks)])
         self.seqs.extend(map(attrgetter("seq"), toks))
         self.kind.extend(kinds)
-        self.prob.extend(map(_prob, toks))
-        self.latency.extend(lats)
+        self.prob.extend(prob_col)
+        self.latency.extend(lat_col)
         self.data.extend(bl)
         widths = list(map(len, bl))
         self.nbytes.extend(widths)
