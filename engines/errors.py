@@ -9,7 +9,7 @@ class ModelLoadError(EngineError):
     """The model file or directory is missing, unreadable or not a model."""
 
 
-class GrammarError(EngineError):
+class GrammarError(EngineError, ValueError):
     """A grammar, regex or JSON schema that llguidance rejects."""
 
 

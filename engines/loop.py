@@ -24,9 +24,9 @@ from tracing import Alt, Backtrack, Capture, Token, TokenKind
 
 from .backend import Backend, common_prefix
 from .errors import EngineError, GrammarError, one_line
-from .grammar import INTERNAL_CAPTURE, Lowered, _lark_regex
+from .grammar import INTERNAL_CAPTURE, LIST_APPEND, Lowered, _lark_regex
 from .session import Session
-from .stats import analyse, mask_from_bitmask, sample
+from .stats import analyse, mask_from_bitmask, sample, top_k_allowed
 
 _STOP_REASONS = {
     "EndOfSentence": "eos", "MaxTokensParser": "max_tokens", "MaxTokensTotal": "max_tokens",
@@ -46,6 +46,9 @@ class Options:
     monitoring: bool = True
     temperature: float = 0.0  # greedy unless a gen() asks for a temperature
     seed: int | None = None
+    top_p: float = 1.0  # nucleus sampling (guidance's sampling_params); no effect when greedy
+    min_p: float = 0.0
+    sample_top_k: int = 0  # sample among the k best allowed tokens only (0: all)
 
 
 @dataclass
@@ -55,6 +58,7 @@ class CallResult:
     stop_reason: str = ""
     generated: int = 0
     forced: int = 0
+    log_prob: float = 0.0  # of the kept generated and forced tokens of the call
 
 
 _byte_tokenizer = None
@@ -120,7 +124,7 @@ class Engine:
 
     def run(self, text: bytes, lark: "str | Lowered", node_id: int, *,
             stop_check: Callable[[bytes], int | None] | None = None,
-            temperature: float | None = None) -> CallResult:
+            temperature: float | None = None, top_p: float | None = None) -> CallResult:
         """Extend ``text`` under the grammar ``lark``; returns the new text and captures.
 
         ``lark`` is Lark text, or a :class:`~engines.grammar.Lowered` grammar, which also
@@ -133,6 +137,8 @@ class Engine:
             call = _Call(self, text, lowered, node_id, stop_check)
             if temperature is not None:
                 call.temperature = temperature
+            if top_p is not None:
+                call.top_p = min(call.top_p, top_p)
             return call.run()
 
     def bitmask(self, n_vocab: int) -> np.ndarray:
@@ -161,6 +167,7 @@ class _Call:
         self.result = CallResult(b"")
         self.raw_captures: list[tuple[str, bytes]] = []
         self.temperature = self.opts.temperature
+        self.top_p = self.opts.top_p
         tok = self.backend.ll_tokenizer()
         try:
             # llguidance cannot backtrack without fast-forward tokens: the ff switch turns both off.
@@ -178,11 +185,12 @@ class _Call:
 
     # -- text changes, each mirrored by an event ---------------------------
     def emit_token(self, tid: int, kind: TokenKind, *, prob: float = NAN, prob_raw: float = NAN,
-                   top: list[Alt] | None = None, latency_us: int = 0, mask_us: int = 0, allowed: int = -1) -> None:
+                   top: list[Alt] | None = None, latency_us: int = 0, mask_us: int = 0, allowed: int = -1,
+                   top_allowed: list[Alt] | None = None) -> None:
         b = self.backend.token_bytes(tid)
         self.store.append(Token(node_id=self.node_id, pos=len(self.text), id=tid, bytes=b, kind=kind, prob=prob,
                                 prob_raw=prob_raw, top=top or [], latency_us=latency_us, mask_us=mask_us,
-                                allowed=allowed))
+                                allowed=allowed, top_allowed=top_allowed or []))
         if kind != TokenKind.PROMPT:
             lp = math.log(prob) if prob > 0 else (NAN if prob != prob else -math.inf)
             self.spans.append((len(self.text), len(b), lp))
@@ -208,6 +216,19 @@ class _Call:
         return [Alt(int(i), tb(int(i)), st.prob_raw(int(i)), bool(allowed is not None and not allowed[i]))
                 for i in st.top_ids]
 
+    def _allowed_alts(self, st, allowed, top: list[Alt]) -> list[Alt]:
+        """The top-k after the mask, only when the mask removed one of ``top`` (else ``top`` is it)."""
+        if allowed is None or not any(a.masked for a in top):
+            return []
+        tb = self.backend.token_bytes
+        return [Alt(int(i), tb(int(i)), st.prob_masked(int(i)), False)
+                for i in top_k_allowed(st, allowed, self.opts.top_k)]
+
+    def _choose(self, st, allowed, temperature: float) -> int:
+        """The next token (a fork replays recorded choices here first)."""
+        return sample(st, allowed, temperature, self.engine.rng, top_p=self.top_p, min_p=self.opts.min_p,
+                      top_k=self.opts.sample_top_k)
+
     def _flush_pending(self, rows: np.ndarray, step_us: int) -> None:
         """Emit the forced tokens waiting for their logits rows (the last rows predict the last tokens).
 
@@ -220,8 +241,10 @@ class _Call:
             if self.opts.token_stats and j >= missing:
                 st = analyse(rows[j - missing], None, self.opts.top_k)
                 top = [Alt(a.id, a.bytes, a.prob, a.id != tid) for a in self._alts(st, None)]
+                # The forced token is the only one allowed: after the mask it has p 1.
+                only = [Alt(tid, self.backend.token_bytes(tid), 1.0, False)] if any(a.masked for a in top) else []
                 self.emit_token(tid, TokenKind.FORCED, prob=1.0, prob_raw=st.prob_raw(tid), top=top,
-                                latency_us=share, allowed=1)
+                                latency_us=share, allowed=1, top_allowed=only)
             else:
                 self.emit_token(tid, TokenKind.FORCED, prob=1.0, latency_us=share, allowed=1)
         self.pending = []
@@ -290,12 +313,13 @@ class _Call:
                 raise EngineError("the grammar allows no token here (llguidance returned an empty mask)")
             st = analyse(rows[-1], allowed, opts.top_k if opts.token_stats else 1)
             temperature = info.get("temperature") or self.temperature
-            tid = sample(st, allowed, temperature, self.engine.rng)
+            tid = self._choose(st, allowed, temperature)
             now = time.perf_counter_ns()
             if opts.token_stats:
+                top = self._alts(st, allowed)
                 self.emit_token(tid, TokenKind.GENERATED, prob=st.prob_masked(tid), prob_raw=st.prob_raw(tid),
-                                top=self._alts(st, allowed), latency_us=(now - t_step) // 1000, mask_us=mask_us,
-                                allowed=n_allowed)
+                                top=top, latency_us=(now - t_step) // 1000, mask_us=mask_us,
+                                allowed=n_allowed, top_allowed=self._allowed_alts(st, allowed, top))
             else:
                 self.emit_token(tid, TokenKind.GENERATED, latency_us=(now - t_step) // 1000, mask_us=mask_us,
                                 allowed=n_allowed)
@@ -354,7 +378,9 @@ class _Call:
             obj = item.get("object")
             if obj == "capture":
                 value = bytes.fromhex(item.get("hex", ""))
-                self.raw_captures.append((item["name"], value))
+                # Where the value starts tells a list item's growing report from the next item.
+                start = self.text.rfind(value) if value else len(self.text)
+                self.raw_captures.append((item["name"], value, start))
 
     def _finish_captures(self, complete: bool) -> None:
         """Capture events with log-probabilities summed over the tokens that produced them.
@@ -363,11 +389,23 @@ class _Call:
         """
         out = bytes(self.text)
         # llguidance reports a capture again as it grows (first empty): the last report wins.
-        latest = dict(self.raw_captures)
+        # A list-append capture (``__LIST_APPEND:name``) keeps one value per item: a report that
+        # starts where the previous one did is that item growing.
+        latest: dict[str, bytes] = {}
+        items: dict[str, list[tuple[bytes, int]]] = {}
+        for name, value, start in self.raw_captures:
+            if name.startswith(LIST_APPEND):
+                got = items.setdefault(name[len(LIST_APPEND):], [])
+                if got and got[-1][1] == start:
+                    got[-1] = (value, start)
+                else:
+                    got.append((value, start))
+            else:
+                latest[name] = value
         if complete:
             # llguidance never reports a capture that matched empty text without a lexeme being
             # scanned (gen(max_tokens=0), select([""]), regex("")): it matched all the same.
-            for name in sorted(self.lowered.always - latest.keys()):
+            for name in sorted(self.lowered.always - latest.keys() - items.keys()):
                 latest[name] = b""
         for check in self.lowered.cut_checks:
             value = latest.get(check.capture)
@@ -378,7 +416,20 @@ class _Call:
                     f"{what} was cut by max_tokens={check.max_tokens} before it matched its regex "
                     f"{check.pattern!r}; kept the partial text {value.decode('utf-8', 'replace')!r}"))
                 self.result.stop_reason = "max_tokens"
-        for name, value in latest.items():
+        for budget in self.lowered.budgets:
+            # llguidance ends a part whose token budget ran out like any other end: count its tokens.
+            value = latest.get(budget.capture)
+            if value is None or self.result.stop_reason not in ("grammar", ""):
+                continue
+            start = out.rfind(value, max(0, self.start_len - 16)) if value else -1
+            used = sum(1 for pos, n, _ in self.spans if pos < start + len(value) and pos + n > start) \
+                if start >= 0 else 0
+            if used >= budget.max_tokens:
+                self.result.stop_reason = "max_tokens"
+        self.result.log_prob = sum(l for _, _, l in self.spans if l == l)
+        found = [(n, v, False) for n, v in latest.items()]
+        found += [(n, v, True) for n, got in items.items() for v, _ in got]
+        for name, value, append in found:
             if name.startswith(INTERNAL_CAPTURE):
                 continue
             # The value may begin in the healed prompt bytes, just before this call's own text.
@@ -388,5 +439,5 @@ class _Call:
                 a, b = start, start + len(value)
                 lp = sum(l for pos, n, l in self.spans if pos < b and pos + n > a)
             self.result.captures.append((name, value.decode("utf-8", errors="replace"), lp))
-            self.store.append(Capture(node_id=self.node_id, name=name,
+            self.store.append(Capture(node_id=self.node_id, name=name, append=append,
                                       value=value.decode("utf-8", errors="replace"), log_prob=lp))

@@ -24,6 +24,7 @@ class RowStats:
     log_z: float  # log of the partition over the whole vocabulary
     log_z_masked: float  # over the allowed set (== log_z when nothing is masked)
     top_ids: np.ndarray  # raw top-k by logit, best first
+    near: np.ndarray | None = None  # ids with a logit within _PREFILTER of the max (the top-k pre-filter)
 
     def prob_raw(self, token: int) -> float:
         return math.exp(float(self.row[token]) - self.log_z)
@@ -32,10 +33,10 @@ class RowStats:
         return math.exp(float(self.row[token]) - self.log_z_masked)
 
 
-def top_k_ids(row: np.ndarray, k: int, row_max: float) -> np.ndarray:
+def top_k_ids(row: np.ndarray, k: int, row_max: float, near: np.ndarray | None = None) -> np.ndarray:
     if k <= 0:
         return np.empty(0, dtype=np.int64)
-    cand = np.flatnonzero(row >= row_max - _PREFILTER)
+    cand = np.flatnonzero(row >= row_max - _PREFILTER) if near is None else near
     if len(cand) < k:
         cand = np.argpartition(row, -k)[-k:]
     elif len(cand) > k:
@@ -55,7 +56,29 @@ def analyse(row: np.ndarray, allowed: np.ndarray | None, k: int) -> RowStats:
     else:
         zm = float(np.dot(e, allowed.astype(np.float32)))
         log_z_masked = m + math.log(zm) if zm > 0 else float("inf")
-    return RowStats(row, m, log_z, log_z_masked, top_k_ids(row, k, m))
+    near = np.flatnonzero(row >= m - _PREFILTER) if k > 0 else None
+    return RowStats(row, m, log_z, log_z_masked, top_k_ids(row, k, m, near), near)
+
+
+def top_k_allowed(stats: RowStats, allowed: np.ndarray, k: int) -> np.ndarray:
+    """The ``k`` allowed ids with the highest logits, best first (the top-k after the mask).
+
+    Allowed tokens more than ``_PREFILTER`` below the best allowed one have a renormalised
+    p < 2e-9 and are left out.  Usually the raw pre-filter already holds k allowed ids (no
+    extra pass); otherwise one pass over the mask finds the allowed ids.
+    """
+    row = stats.row
+    near = stats.near if stats.near is not None else np.flatnonzero(row >= stats.max - _PREFILTER)
+    cand = near[allowed[near]]
+    if len(cand) < k:  # the allowed set lies lower (or is small): look at all of it
+        cand = np.flatnonzero(allowed[: len(row)])
+        if len(cand) == 0:
+            return cand
+        vals = row[cand]
+        cand = cand[vals >= float(vals.max()) - _PREFILTER]
+    if len(cand) > k:
+        cand = cand[np.argpartition(row[cand], -k)[-k:]]
+    return cand[np.argsort(-row[cand], kind="stable")]
 
 
 def greedy(stats: RowStats, allowed: np.ndarray | None) -> int:
@@ -68,17 +91,43 @@ def greedy(stats: RowStats, allowed: np.ndarray | None) -> int:
     return int(np.argmax(np.where(allowed, stats.row, -np.inf)))
 
 
-def sample(stats: RowStats, allowed: np.ndarray | None, temperature: float, rng: np.random.Generator) -> int:
-    """Draw from softmax(row / temperature) restricted to the allowed set; greedy at 0."""
+def sample(stats: RowStats, allowed: np.ndarray | None, temperature: float, rng: np.random.Generator, *,
+           top_p: float = 1.0, min_p: float = 0.0, top_k: int = 0) -> int:
+    """Draw from softmax(row / temperature) restricted to the allowed set; greedy at 0.
+
+    ``top_p`` keeps the smallest set of best tokens whose probability reaches it, ``min_p`` drops
+    tokens below ``min_p`` times the best one, ``top_k`` keeps the k best (0: all).
+    """
     if temperature <= 0:
         return greedy(stats, allowed)
     w = np.exp((stats.row - stats.max) / temperature)
     if allowed is not None:
         w = w * allowed
+    if top_p < 1.0 or min_p > 0.0 or top_k > 0:
+        w = truncate(w, top_p, min_p, top_k)
     c = np.cumsum(w, dtype=np.float64)
     if c[-1] <= 0:
         return greedy(stats, allowed)
     return int(np.searchsorted(c, rng.random() * c[-1], side="right"))
+
+
+def truncate(w: np.ndarray, top_p: float = 1.0, min_p: float = 0.0, top_k: int = 0) -> np.ndarray:
+    """Weights ``w`` (unnormalised, masked) with the tokens outside top-k / min-p / top-p zeroed."""
+    live = np.flatnonzero(w > w.max() * 1e-12)  # p below 1e-12 of the best: never kept, skip the sort
+    if len(live) <= 1:
+        return w
+    order = live[np.argsort(-w[live], kind="stable")]
+    keep = len(order)
+    if top_k > 0:
+        keep = min(keep, top_k)
+    if min_p > 0.0:
+        keep = min(keep, int(np.count_nonzero(w[order] >= min_p * w[order[0]])))
+    if top_p < 1.0:
+        c = np.cumsum(w[order], dtype=np.float64)
+        keep = min(keep, int(np.searchsorted(c, top_p * c[-1], side="left")) + 1)
+    out = np.zeros_like(w)
+    out[order[:max(1, keep)]] = w[order[:max(1, keep)]]
+    return out
 
 
 def mask_from_bitmask(bitmask: np.ndarray, vocab: int) -> tuple[np.ndarray | None, int]:

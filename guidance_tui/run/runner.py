@@ -445,7 +445,8 @@ class ScriptRun:
     def __init__(self, script: str, args: Sequence[str] = (), *, model: str | None = None,
                  backend: str | None = None, record: str | os.PathLike | None = None,
                  store: TraceStore | None = None, monitoring: bool = True, echo: bool = False,
-                 flush_interval: float = 0.25, monitor_from_start: bool = False, force: bool = False) -> None:
+                 flush_interval: float = 0.25, monitor_from_start: bool = False, force: bool = False,
+                 url: str | None = None, model_name: str | None = None) -> None:
         from engines.session import Session
 
         self.script = check_script(script)
@@ -458,7 +459,8 @@ class ScriptRun:
         self.echo = echo
         self.flush_interval = flush_interval
         self.monitor_from_start = monitor_from_start
-        self.session = Session(store=self.store, model=model, backend=backend, monitoring=monitoring)
+        self.session = Session(store=self.store, model=model, backend=backend, monitoring=monitoring,
+                               url=url, model_name=model_name)
         self.result: RunResult | None = None
         self.write_error: str | None = None  # why the trace could not be written, once it could not
         self._write_failed = False  # ...and whether the file failed (not only some events)
@@ -580,6 +582,8 @@ class ScriptRun:
 
     # -- labels ------------------------------------------------------------------------
     def _model_label(self) -> str:
+        if self.backend == "remote":  # the server's model; the dialect is in the run's "model:" message
+            return f"{self.session.model_name or '(first served)'} @ {self.session.url}"
         if self.model:
             return str(self.model)
         from engines.default_model import NAME
@@ -657,6 +661,11 @@ class ScriptRun:
     def _call_script(self) -> RunResult:
         from engines.errors import Cancelled
 
+        from engines.guidance_compat import install as serve_guidance
+
+        # ``import guidance`` in the script gets our API when the real one is not installed here
+        # (this process only, until the script ends); the trace says so when the script imports it.
+        unserve = serve_guidance(lambda text: self.store.append(Message(level="info", text=text)))
         try:
             try:
                 self._in_script = True
@@ -664,6 +673,7 @@ class ScriptRun:
             finally:
                 self._in_script = False  # a KeyboardInterrupt from here on is caught below
                 self._script_ended = True
+                unserve()
         except SystemExit as e:
             code = e.code
             if code is None or code == 0:
