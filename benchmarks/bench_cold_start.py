@@ -1,13 +1,20 @@
-"""Cold start of a one-token program on llama.cpp, whole processes, interleaved.
+"""Cold start of a one-token program, both backends, whole processes, interleaved.
 
-* raw: llama-cpp-python in a fresh process, ``Llama(...)`` then a one-token ``create_completion("Hi")``;
-* record, cold: ``guidance-tui record`` of ``models.default() + "Hi" + gen(max_tokens=1)`` with an empty
-  tokenizer cache (``GUIDANCE_TUI_TOKENIZER_CACHE`` pointed at a fresh directory each time);
-* record, warm: the same with the tokenizer cache filled.
+Per round, each a fresh process:
 
-Median of N each, ratios against raw.  Target: warm <= 1.3x raw.  Run under the model lock:
+* llama.cpp raw: llama-cpp-python, ``Llama(...)`` then a one-token ``create_completion("Hi")``;
+* llama.cpp record: ``guidance-tui record`` of ``models.default() + "Hi" + gen(max_tokens=1)``, the
+  tokenizer cache filled (``--cold`` adds a round with it empty);
+* transformers raw: ``AutoTokenizer`` + ``AutoModelForCausalLM.from_pretrained`` of the converted Gemma
+  (the user cache's copy) and ``generate(max_new_tokens=1)``;
+* transformers record: the same program under ``record --backend transformers``, on that cached
+  conversion (the one-time GGUF conversion is not in it; ``--convert`` times one, separately).
 
-    flock /tmp/model.lock .venv/bin/python benchmarks/bench_cold_start.py [-n 5]
+Prints the median of N (and the spread) with ratios against raw, and, from the recorded traces, the
+time to the first token and the load phases.  Targets: record <= 1.3x raw for both.  Run it under the
+model lock, on a machine as quiet as you can get (the load average is printed):
+
+    flock /tmp/model.lock .venv/bin/python benchmarks/bench_cold_start.py [-n 7] [--cold] [--convert]
 """
 
 from __future__ import annotations
@@ -26,11 +33,21 @@ ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 CLI = str(Path(PY).with_name("guidance-tui"))
 
-RAW = """
+RAW_LLAMA = """
 import llama_cpp, sys
 llm = llama_cpp.Llama(sys.argv[1], n_ctx=8192, n_threads=2, n_threads_batch=2, verbose=False)
 out = llm.create_completion("Hi", max_tokens=1)
 print(repr(out["choices"][0]["text"]))
+"""
+
+RAW_TRANSFORMERS = """
+import sys, torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+tok = AutoTokenizer.from_pretrained(sys.argv[1])
+model = AutoModelForCausalLM.from_pretrained(sys.argv[1], dtype=torch.float32)
+ids = tok("Hi", return_tensors="pt")
+out = model.generate(**ids, max_new_tokens=1, do_sample=False)
+print(repr(tok.decode(out[0, -1:])))
 """
 
 PROGRAM = """from engines import models, gen
@@ -47,37 +64,108 @@ def timed(cmd: list[str], env: dict[str, str]) -> float:
     return dt
 
 
+def trace_figures(path: Path) -> dict[str, float]:
+    """TTFT and the load phases (from the progress lines) of a recorded run, in seconds."""
+    from tracing import Message, RunStart, Token, TokenKind, read_trace
+
+    events = read_trace(path).events
+    start = next(ev.t_us for ev in events if type(ev) is RunStart)
+    out: dict[str, float] = {}
+    first = next((ev.t_us for ev in events if type(ev) is Token and ev.kind != TokenKind.PROMPT), None)
+    if first is not None:
+        out["TTFT"] = (first - start) / 1e6
+    for ev in events:
+        if type(ev) is Message and ev.level == "progress" and ": done in " in ev.text:
+            what, _, secs = ev.text.rpartition(": done in ")
+            out[what] = float(secs.split()[0])
+    return out
+
+
+def loadavg() -> str:
+    try:
+        return open("/proc/loadavg").read().split()[0]
+    except OSError:
+        return "?"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("-n", type=int, default=5)
+    ap.add_argument("--cold", action="store_true", help="also record with an empty tokenizer cache")
+    ap.add_argument("--convert", action="store_true", help="also time one GGUF conversion (1-3 min)")
+    ap.add_argument("--backend", choices=["llamacpp", "transformers", "both"], default="both")
     args = ap.parse_args()
     model = subprocess.run([CLI, "model"], capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
     tmp = Path(tempfile.mkdtemp(prefix="bench-cold-"))
     script = tmp / "one_token.py"
     script.write_text(PROGRAM)
     warm_dir = tmp / "warm"
-    base = {**os.environ, "GUIDANCE_TUI_RUNS": str(tmp / "runs")}
+    # A user's second run: bytecode compiled once, not every time as under PYTHONDONTWRITEBYTECODE.
+    base = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    base["GUIDANCE_TUI_RUNS"] = str(tmp / "runs")
+    backends = ["llamacpp", "transformers"] if args.backend == "both" else [args.backend]
+    figures: dict[str, list[dict[str, float]]] = {}
 
-    def record(cache_dir: Path, i: int) -> float:
+    def record(backend: str, cache_dir: Path, name: str) -> float:
         env = {**base, "GUIDANCE_TUI_TOKENIZER_CACHE": str(cache_dir)}
-        return timed([CLI, "record", "-q", "-o", str(tmp / f"t{i}.gtt"), "--force", str(script)], env)
+        out = tmp / f"{name}.gtt"
+        cmd = [CLI, "record", "-q", "-o", str(out), "--force", str(script)]
+        if backend == "transformers":
+            cmd[2:2] = ["--backend", "transformers"]
+        dt = timed(cmd, env)
+        figures.setdefault(name.rstrip("0123456789-"), []).append(trace_figures(out))
+        return dt
 
-    # Warm-up: page the model file in, fill the warm cache.
-    timed([PY, "-c", RAW, model], base)
-    record(warm_dir, -1)
+    converted = None
+    if "transformers" in backends:
+        from engines.transformers_backend import _DONE, converted_path
+
+        converted = converted_path(model)
+        if args.convert or not (converted / _DONE).is_file():
+            # The one-time conversion, timed on its own (into a scratch cache unless none exists yet).
+            conv_env = dict(base) if not (converted / _DONE).is_file() else {**base, "GUIDANCE_TUI_CACHE": str(tmp / "conv")}
+            if "GUIDANCE_TUI_CACHE" in conv_env:
+                (tmp / "conv" / "models").mkdir(parents=True, exist_ok=True)
+                os.symlink(model, tmp / "conv" / "models" / Path(model).name)
+                shutil.copy(Path(model).with_suffix(".sha256"), tmp / "conv" / "models")
+            t = timed([CLI, "record", "-q", "--backend", "transformers", "-o", str(tmp / "conv.gtt"), "--force",
+                       str(script)], {**conv_env, "GUIDANCE_TUI_TOKENIZER_CACHE": str(tmp / "conv-tok")})
+            print(f"transformers, first run with the GGUF conversion: {t:.1f} s "
+                  f"{trace_figures(tmp / 'conv.gtt')}")
+    print(f"load average at the start: {loadavg()}")
+    # Warm-up: page the model files in, fill the warm tokenizer cache.
+    for backend in backends:
+        if backend == "llamacpp":
+            timed([PY, "-c", RAW_LLAMA, model], base)
+        else:
+            timed([PY, "-c", RAW_TRANSFORMERS, str(converted)], base)
+        record(backend, warm_dir, f"{backend} warmup")
     assert list(warm_dir.glob("*.tok")), "record did not write the tokenizer cache"
-    res: dict[str, list[float]] = {"raw": [], "record cold": [], "record warm": []}
+    figures.clear()
+    res: dict[str, list[float]] = {}
     for i in range(args.n):
-        res["raw"].append(timed([PY, "-c", RAW, model], base))
-        cold = tmp / f"cold{i}"
-        res["record cold"].append(record(cold, i))
-        shutil.rmtree(cold, ignore_errors=True)
-        res["record warm"].append(record(warm_dir, i))
-    raw = statistics.median(res["raw"])
-    print(f"one-token program, fresh processes, median of {args.n} (interleaved)")
+        for backend in backends:
+            if backend == "llamacpp":
+                res.setdefault("llama.cpp raw", []).append(timed([PY, "-c", RAW_LLAMA, model], base))
+                res.setdefault("llama.cpp record", []).append(record(backend, warm_dir, f"llamacpp{i}"))
+                if args.cold:
+                    cold = tmp / f"cold{i}"
+                    res.setdefault("llama.cpp record, cold cache", []).append(record(backend, cold, f"llamacpp-cold{i}"))
+                    shutil.rmtree(cold, ignore_errors=True)
+            else:
+                res.setdefault("transformers raw", []).append(timed([PY, "-c", RAW_TRANSFORMERS, str(converted)], base))
+                res.setdefault("transformers record", []).append(record(backend, warm_dir, f"transformers{i}"))
+        print(f"  round {i + 1}/{args.n}: " + ", ".join(f"{k} {v[-1]:.2f}" for k, v in res.items())
+              + f"  (load {loadavg()})", flush=True)
+    print(f"one-token program, fresh processes, median of {args.n} (interleaved); load average now {loadavg()}")
     for k, v in res.items():
+        raw = statistics.median(res[k.split()[0] + " raw"])
         m = statistics.median(v)
-        print(f"  {k:12s} {m:6.3f} s  {m / raw:5.2f}x raw   [{', '.join(f'{x:.2f}' for x in v)}]")
+        print(f"  {k:30s} {m:6.2f} s  {m / raw:5.2f}x raw   min {min(v):.2f}  max {max(v):.2f}")
+    for name, runs in figures.items():
+        keys = sorted({k for r in runs for k in r})
+        parts = [f"{k} {statistics.median([r[k] for r in runs if k in r]):.2f} s" for k in keys]
+        print(f"  from the traces, {name}: " + "; ".join(parts))
     shutil.rmtree(tmp, ignore_errors=True)
 
 

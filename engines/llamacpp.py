@@ -16,11 +16,19 @@ from pathlib import Path
 
 import numpy as np
 
+from . import tokenizer_cache
 from .backend import Backend, common_prefix
 from .errors import ContextOverflow, EngineError, ModelLoadError
+from .progress import Progress
 
 _tokenizer_cache: dict[str, object] = {}
 _tokenizer_holders: dict[str, object] = {}  # model id -> tokenizer_cache.VocabHolder of its tokenizer
+_sliced: set[str] = set()  # model ids whose cached tokenizer has llguidance's mask "slices"
+#: The first tokenizer is built without llguidance's mask "slices": they double the build (~0.7 s more
+#: on 262k tokens, interpreter lock held, at every cold start) and change no mask, only what a mask
+#: costs (measured on Gemma: +20-65 us a token, free text and JSON).  Past this many decode steps in a
+#: process they pay for themselves, and the next grammar call gets them.
+SLICES_AFTER_STEPS = 10_000
 _log_callback = None
 
 
@@ -35,6 +43,11 @@ def _silence_llama_log(llama_cpp) -> None:
         _log_callback = _quiet  # keep a reference: the C side holds only the pointer
         llama_cpp.llama_log_set(_log_callback, ctypes.c_void_p(0))
 _tokenizer_lock = threading.Lock()
+
+
+def _first_slices():
+    """The slices of a first build: none, or llguidance's default with GUIDANCE_TUI_TOKENIZER_SLICES=1."""
+    return None if os.environ.get("GUIDANCE_TUI_TOKENIZER_SLICES") == "1" else []
 
 
 class LlamaCppBackend(Backend):
@@ -66,12 +79,15 @@ class LlamaCppBackend(Backend):
         self._tok_cached = None
         self._tok_holder = None
         self.tokenizer_timings: dict[str, float] = {}
+        self._steps = 0  # decode calls, for SLICES_AFTER_STEPS
+        entered = threading.Event()  # set when the load below is in C code (see _start_tokenizer_build)
         if self.model_id not in _tokenizer_cache:
-            self._start_tokenizer_build(llama_cpp, path)
+            self._start_tokenizer_build(llama_cpp, path, entered)
         try:
-            self._llm = llama_cpp.Llama(str(path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
-                                        n_batch=n_batch, n_gpu_layers=n_gpu_layers, logits_all=False,
-                                        verbose=verbose)
+            with Progress().phase(f"loading {path.name}"), tokenizer_cache.loading(llama_cpp, entered):
+                self._llm = llama_cpp.Llama(str(path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
+                                            n_batch=n_batch, n_gpu_layers=n_gpu_layers, logits_all=False,
+                                            verbose=verbose)
         except Exception as e:  # llama.cpp reports failures as a bare ValueError
             if self._tok_holder is not None:
                 self._tok_holder.fail()
@@ -120,10 +136,12 @@ class LlamaCppBackend(Backend):
             self._bytes_cache[token_id] = b
         return b
 
-    def _start_tokenizer_build(self, llama_cpp, path: Path) -> None:
-        """With a cached vocabulary, build the llguidance tokenizer on a thread while the model loads."""
-        from . import tokenizer_cache
+    def _start_tokenizer_build(self, llama_cpp, path: Path, entered: threading.Event) -> None:
+        """Read the cached vocabulary; with GUIDANCE_TUI_TOKENIZER_OVERLAP=1, build the llguidance
+        tokenizer on a thread while the model loads (else at the first grammar call, from the cache).
 
+        The build holds the interpreter lock (~0.6 s for 262k tokens) and the load (C code) does not:
+        the build starts only once the load is inside llama.cpp (``entered``), so both run at once."""
         try:
             t0 = time.perf_counter()
             self._tok_key = tokenizer_cache.model_key(path)
@@ -136,8 +154,12 @@ class LlamaCppBackend(Backend):
         tokens, eos = cached
         self._tok_holder = tokenizer_cache.VocabHolder(llama_cpp)
         if os.environ.get("GUIDANCE_TUI_TOKENIZER_OVERLAP") == "1":
-            # Experimental: no gain measured on a loaded 2-core machine (the build holds the GIL).
-            self._tok_builder = tokenizer_cache.Builder(self._tok_holder, tokens, eos)
+            # Opt-in: on a busy 2-core machine a thread that holds the interpreter lock next to
+            # llama.cpp's own threads slowed the load more than it saved (record 1.58x raw overlapped,
+            # 1.15x built after the load, medians of 4 at load average ~3.5); a machine with idle
+            # cores may gain up to the load's ~0.6 s.
+            self._tok_builder = tokenizer_cache.Builder(self._tok_holder, tokens, eos, start=entered,
+                                                        slices=_first_slices())
         else:
             self._tok_cached = (tokens, eos)
 
@@ -145,13 +167,22 @@ class LlamaCppBackend(Backend):
         with _tokenizer_lock:
             tok = _tokenizer_cache.get(self.model_id)
             if tok is not None:
-                return tok
-            from . import tokenizer_cache
+                if self.model_id not in _sliced and self._steps >= SLICES_AFTER_STEPS:
+                    from llguidance import LLTokenizer
 
+                    t0 = time.perf_counter()
+                    tok = _tokenizer_cache[self.model_id] = tok.with_slices(LLTokenizer.general_slices())
+                    _sliced.add(self.model_id)
+                    self.tokenizer_timings["slices"] = time.perf_counter() - t0
+                return tok
             builder, self._tok_builder = self._tok_builder, None
             if builder is not None:
                 try:
-                    tok = builder.wait()
+                    if builder.done:
+                        tok = builder.wait()
+                    else:
+                        with Progress().phase("building the llguidance tokenizer"):
+                            tok = builder.wait()
                 except Exception:  # noqa: BLE001 - fall back to a fresh build
                     tok = None
                 # The cache is keyed by the file; still check what the live model says.
@@ -163,23 +194,33 @@ class LlamaCppBackend(Backend):
             if tok is None and cached is not None and cached[1] == list(self.eos_ids) \
                     and len(cached[0]) == self.vocab_size:
                 t0 = time.perf_counter()
-                tok = tokenizer_cache.build(self._tok_holder, cached[0], cached[1])
+                tok = tokenizer_cache.build(self._tok_holder, cached[0], cached[1], _first_slices())
                 self.tokenizer_timings["build_cached"] = time.perf_counter() - t0
             if tok is None:
-                t0 = time.perf_counter()
-                tokens = tokenizer_cache.read_tokens(self._ll, self._vocab, n_vocab=self.vocab_size)
-                self.tokenizer_timings["read_vocab"] = time.perf_counter() - t0
-                if self._tok_holder is None:
-                    self._tok_holder = tokenizer_cache.VocabHolder(self._ll)
-                    self._tok_holder.set(self._vocab)
-                t0 = time.perf_counter()
-                tok = tokenizer_cache.build(self._tok_holder, tokens, list(self.eos_ids))
-                self.tokenizer_timings["build"] = time.perf_counter() - t0
-                if self._tok_key is not None:
-                    tokenizer_cache.save(self._tok_key, tokens, list(self.eos_ids))
+                with Progress().phase("building the llguidance tokenizer (once for this model)"):
+                    tok = self._build_uncached()
             _tokenizer_holders[self.model_id] = self._tok_holder  # keeps the C trampoline alive
             _tokenizer_cache[self.model_id] = tok
+            if _first_slices() is None:
+                _sliced.add(self.model_id)
+            else:
+                _sliced.discard(self.model_id)
             return tok
+
+    def _build_uncached(self):
+        """Read the vocabulary from the live model, build, and cache the vocabulary for next time."""
+        t0 = time.perf_counter()
+        tokens = tokenizer_cache.read_tokens(self._ll, self._vocab, n_vocab=self.vocab_size)
+        self.tokenizer_timings["read_vocab"] = time.perf_counter() - t0
+        if self._tok_holder is None:
+            self._tok_holder = tokenizer_cache.VocabHolder(self._ll)
+            self._tok_holder.set(self._vocab)
+        t0 = time.perf_counter()
+        tok = tokenizer_cache.build(self._tok_holder, tokens, list(self.eos_ids), _first_slices())
+        self.tokenizer_timings["build"] = time.perf_counter() - t0
+        if self._tok_key is not None:
+            tokenizer_cache.save(self._tok_key, tokens, list(self.eos_ids))
+        return tok
 
     def chat_template(self) -> str | None:
         return self._llm.metadata.get("tokenizer.chat_template") or None
@@ -210,6 +251,7 @@ class LlamaCppBackend(Backend):
             return self._logits(ids, n_rows)
 
     def _logits(self, ids: list[int], n_rows: int) -> np.ndarray:
+        self._steps += 1
         if len(ids) >= self.n_ctx:
             raise ContextOverflow(f"context overflow: {len(ids)} tokens do not fit the context of "
                                   f"{self.n_ctx} tokens (pass n_ctx= to the model)")

@@ -1,24 +1,32 @@
-"""Fast llguidance tokenizers for llama.cpp models: an on-disk cache of the vocabulary and a build that
-overlaps model loading.
+"""Fast llguidance tokenizers: an on-disk cache of the vocabulary and a build that overlaps model loading.
 
 ``llguidance.llamacpp.lltokenizer_from_vocab`` takes ~2 s on a 262k vocabulary: a Python loop over every
 token (``llama_token_to_piece`` plus ``llama_token_get_attr`` through a deprecation wrapper), then the native
-``LLTokenizer.from_llamacpp`` (token trie and mask "slices"; it holds the interpreter lock).  This module
+``LLTokenizer.from_llamacpp`` (token trie and mask "slices"; it holds the interpreter lock).
+``llguidance.hf.from_tokenizer`` takes ~6 s (it parses tokenizer.json and walks the vocabulary in Rust,
+interpreter lock held).  This module
 
 * reads the token list with the raw, non-deprecated C functions (same bytes, same special-token marking as
-  llguidance's helper), and caches it, with the EOS ids, in one binary file keyed by the model file's
+  llguidance's helper), or takes it from a tokenizer llguidance built the Hugging Face way
+  (:func:`tokens_of`), and caches it, with the EOS ids, in one binary file keyed by the model file's
   identity (size, mtime, a hash of its first and last MiB, library versions) under
   ``$GUIDANCE_TUI_CACHE`` or ``platformdirs.user_cache_dir("guidance-tui")``/``tokenizers``; a SHA-256 of
   the payload is checked on every load, and a damaged or stale file is deleted, never used;
-* builds the native tokenizer from that list on a thread *while the model loads*.  ``from_llamacpp`` keeps
-  llama.cpp's own ``llama_tokenize`` as the tokenizer; it gets a C trampoline that forwards every call
-  unchanged to ``llama_tokenize`` with the live model's vocabulary, waiting for it if the model is still
-  loading.  Same token bytes, same tokenizer function: the same ``LLTokenizer``.
+* builds the native tokenizer from that list with ``from_llamacpp``.  For llama.cpp it keeps llama.cpp's
+  own ``llama_tokenize`` as the tokenizer, through a C trampoline that forwards every call unchanged with
+  the live model's vocabulary (waiting for it if the model is still loading); for transformers the
+  trampoline calls the Hugging Face tokenizer's ``encode`` (:class:`PyTokenize`).  Same token bytes, same
+  tokenizer function: the same ``LLTokenizer``;
+* for llama.cpp, can build it on a thread *while the model loads* (opt-in, see engines.llamacpp): the
+  build holds the interpreter lock, so it starts only once the load has entered llama.cpp's C code
+  (:func:`loading`), and the two run on two cores at once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import functools
 import hashlib
 import json
 import os
@@ -51,11 +59,12 @@ def cache_dir() -> Path:
     return Path(platformdirs.user_cache_dir("guidance-tui")) / "tokenizers"
 
 
-def _versions() -> str:
+@functools.lru_cache(maxsize=None)
+def _versions(dists: tuple[str, ...] = ("llama_cpp_python", "llguidance")) -> str:
     from importlib.metadata import PackageNotFoundError, version
 
     out = []
-    for dist in ("llama_cpp_python", "llguidance"):
+    for dist in dists:
         try:
             out.append(f"{dist}={version(dist)}")
         except PackageNotFoundError:  # pragma: no cover
@@ -196,7 +205,47 @@ class VocabHolder:
         return self._real(self._vocab, text, text_len, tokens, n_max, add_special, parse_special)
 
 
+class PyTokenize:
+    """A ``llama_tokenize``-shaped C callback that tokenizes with a Python function (a Hugging Face
+    tokenizer's ``encode``), so a cached token list can be built with ``from_llamacpp`` for any model."""
+
+    def __init__(self, encode) -> None:
+        self._encode = encode
+        self.trampoline = _TOKENIZE_PROTO(self._tokenize)  # keep alive as long as the tokenizer
+        self.fptr = ctypes.cast(self.trampoline, ctypes.c_void_p).value
+
+    def _tokenize(self, _vocab, text, text_len, tokens, n_max, add_special, parse_special):
+        try:
+            ids = self._encode(ctypes.string_at(text, text_len).decode("utf-8", "replace"))
+        except Exception:  # noqa: BLE001 - an exception cannot cross into Rust
+            return 0
+        if len(ids) > n_max:
+            return -len(ids)  # llama_tokenize's "buffer too small": the caller asks again
+        if ids:
+            (ctypes.c_int32 * len(ids)).from_address(tokens)[:] = ids
+        return len(ids)
+
+
+def tokens_of(tok) -> list[bytes]:
+    """The token list of a built ``LLTokenizer``, special tokens marked with 0xff as llguidance
+    expects them: ``from_llamacpp`` on it rebuilds the same token trie."""
+    decode, special = tok.decode_bytes, tok.is_special_token
+    return [b"\xff" + decode([i]) if special(i) else decode([i]) for i in range(tok.vocab_size)]
+
+
+def files_key(paths, extra: str = "") -> str:
+    """An identity for a set of tokenizer files (as :func:`model_key`), plus ``extra``."""
+    h = hashlib.sha256()
+    h.update(f"{FORMAT}|{extra}|{_versions(('tokenizers', 'transformers'))}|".encode())
+    for p in paths:
+        p = Path(p)
+        if p.is_file():
+            h.update(model_key(p).encode())
+    return h.hexdigest()[:40]
+
+
 def build(holder: VocabHolder, tokens: list[bytes], eos: list[int], slices=None):
+    """The llguidance tokenizer of this token list; llama.cpp's ``llama_tokenize`` through ``holder``."""
     from llguidance import LLTokenizer
 
     return LLTokenizer.from_llamacpp(tokens=tokens, vocab_ptr=1, tokenize_fptr=holder.fptr,
@@ -204,30 +253,77 @@ def build(holder: VocabHolder, tokens: list[bytes], eos: list[int], slices=None)
 
 
 class Builder:
-    """Builds the tokenizer on a thread.  ``from_llamacpp`` holds the interpreter lock, so it only
-    overlaps C code that released it: start it just before the model load and it runs alongside."""
+    """Builds the tokenizer on a thread.  ``from_llamacpp`` holds the interpreter lock for its whole
+    run (~1 s for 262k tokens), so it only overlaps C code that released it: the build waits for
+    ``start`` (set by :func:`loading` when the model load enters llama.cpp) and then runs alongside it."""
 
-    def __init__(self, holder: VocabHolder, tokens: list[bytes], eos: list[int], delay: float = 0.02) -> None:
+    def __init__(self, holder: VocabHolder, tokens: list[bytes], eos: list[int],
+                 start: threading.Event | None = None, slices=None) -> None:
         self.holder, self.tokens, self.eos = holder, tokens, list(eos)
         self.result = None
         self.error: BaseException | None = None
         self.seconds = 0.0
-        self._delay = delay
+        self._start = start
+        self._slices = slices
         self._thread = threading.Thread(target=self._run, name="lltokenizer-build", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
-        # Let the caller reach the model load (C code, lock released) before we take the lock for ~1 s.
-        time.sleep(self._delay)
+        if self._start is not None:
+            self._start.wait()
         t0 = time.perf_counter()
         try:
-            self.result = build(self.holder, self.tokens, self.eos)
+            self.result = build(self.holder, self.tokens, self.eos, self._slices)
         except BaseException as e:  # noqa: BLE001 - reported to the caller of wait()
             self.error = e
         self.seconds = time.perf_counter() - t0
 
+    @property
+    def done(self) -> bool:
+        return not self._thread.is_alive()
+
     def wait(self):
+        if self._start is not None:
+            self._start.set()  # never wait for a load that did not happen
         self._thread.join()
         if self.error is not None:
             raise self.error
         return self.result
+
+
+# -- knowing when a model load is in C code ----------------------------------------------------------
+_signal = threading.local()
+_wrap_lock = threading.Lock()
+
+
+def _wrap_load(llama_cpp) -> None:
+    """Wrap ``llama_model_load_from_file`` (once) so that a thread loading a model through
+    ``llama_cpp.Llama`` can tell another one the moment the load enters C code (and has released
+    the interpreter lock).  The wrapper calls the real function with the same arguments."""
+    mod = llama_cpp.llama_cpp
+    with _wrap_lock:
+        real = mod.llama_model_load_from_file
+        if getattr(real, "_signals_entry", False):
+            return
+
+        def llama_model_load_from_file(path_model, params):
+            event = getattr(_signal, "event", None)
+            if event is not None:
+                event.set()
+            return real(path_model, params)
+
+        llama_model_load_from_file._signals_entry = True
+        mod.llama_model_load_from_file = llama_model_load_from_file
+
+
+@contextlib.contextmanager
+def loading(llama_cpp, event: threading.Event):
+    """Around ``llama_cpp.Llama(...)`` in this thread: ``event`` is set as the model load enters
+    llama.cpp (and in any case when the block ends)."""
+    _wrap_load(llama_cpp)
+    _signal.event = event
+    try:
+        yield
+    finally:
+        _signal.event = None
+        event.set()

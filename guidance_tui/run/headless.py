@@ -15,6 +15,7 @@ import threading
 
 from guidance_tui import exit_codes
 from guidance_tui.exit_codes import CliError
+from guidance_tui.run.progress_line import ProgressLine
 from guidance_tui.run.runner import RunnerError, RunResult, ScriptRun, clean_text
 
 PUMP_S = 0.05  # the transcript prints what is new this often
@@ -29,6 +30,7 @@ def make_run(script, argv, args, *, echo: bool = False) -> ScriptRun:
     record = getattr(args, "output", None) or getattr(args, "record", None)
     try:
         return ScriptRun(str(script), list(argv or ()), model=args.model, backend=args.backend, record=record,
+                         url=getattr(args, "url", None), model_name=getattr(args, "model_name", None),
                          echo=echo, force=bool(getattr(args, "force", False)))
     except RunnerError as e:  # the script cannot be run: a missing file, an output that would overwrite it
         raise CliError(str(e), e.code) from None
@@ -48,13 +50,26 @@ def execute(run, transcript=None) -> RunResult:
     err = sys.stderr
     stop = threading.Event()
     pump = None
-    if transcript is not None:
-        def pump_loop() -> None:
-            while not stop.wait(PUMP_S):
+    # Loading progress: one line rewritten on a terminal; with -q (no transcript) only there.
+    progress = ProgressLine(run.store, err, sparse=transcript is not None) if hasattr(run, "store") else None
+    if progress is not None and not progress.tty and transcript is None:
+        progress = None
+    if transcript is not None or progress is not None:
+        def pump_once() -> None:
+            if transcript is not None:
+                if progress is not None and run.store.last_seq > transcript.seq:
+                    progress.wipe()  # the transcript prints next: not after the progress text
                 try:
                     transcript.pump()
                 except Exception:  # a transcript that cannot go on must not stop the run: the trace has it all
                     transcript.broken = True
+            if progress is not None:
+                # Only at a line start: a half-printed line of tokens is never cut by the progress text.
+                progress.pump(may_draw=transcript is None or transcript.at_line_start)
+
+        def pump_loop() -> None:
+            while not stop.wait(PUMP_S):
+                pump_once()
 
         pump = threading.Thread(target=pump_loop, name="transcript", daemon=True)
         pump.start()
@@ -75,6 +90,8 @@ def execute(run, transcript=None) -> RunResult:
         stop.set()
         if pump is not None:
             pump.join()
+        if progress is not None:
+            progress.finish()
         if restore is not None:
             restore()
     if transcript is not None:

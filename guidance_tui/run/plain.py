@@ -75,6 +75,16 @@ class PlainTranscript:
         self.broken = False  # the file failed (closed, a broken pipe): nothing more is printed
         self.error: Exception | None = None  # ...and why
 
+    @property
+    def seq(self) -> int:
+        """The last seq printed."""
+        return self._seq
+
+    @property
+    def at_line_start(self) -> bool:
+        """Nothing half-printed on the current line (another writer may use the terminal now)."""
+        return self._at_line_start
+
     # -- output helpers ------------------------------------------------------
     def _w(self, text: str, style: str = "") -> None:
         if not text:
@@ -136,6 +146,8 @@ class PlainTranscript:
         elif t is Capture:
             self.captures.append(ev)
         elif t is Message:
+            if ev.level == "progress":  # loading progress: stderr's one updating line (ProgressLine), not this
+                return
             self._flush_decoder()
             self._newline()
             style = RED if ev.level == "error" else (YELLOW if ev.level == "warning" else DIM)
