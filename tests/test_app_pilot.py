@@ -10,6 +10,7 @@ from textual.widgets import TabbedContent
 
 from guidance_tui.app import InspectorApp
 from guidance_tui.app.help import HelpScreen
+from guidance_tui.widgets.backtrack_pane import LINES
 from tracing import TraceStore
 from tracing.synthetic import synthetic_events
 
@@ -137,10 +138,11 @@ async def test_a_pane_in_an_inactive_tab_shows_the_cursor_once_its_tab_opens():
         await pilot.pause()
         bts = app.inspector.backtrack_pane
         current = app.inspector.index.backtracks_at(app.inspector.cursor.seq) - 1
+        line = current * LINES  # each backtrack takes LINES lines, in words
         top = bts.scroll_offset.y
-        assert top <= current < top + bts.size.height
+        assert top <= line < top + bts.size.height
         marked = [y for y in range(bts.size.height) if bts.render_line(y).text.startswith("▸")]
-        assert marked == [current - top]
+        assert marked == [line - top]
 
         await pilot.press("end", "B", "B")  # now the tree is the hidden one
         await pilot.press("t")
@@ -469,3 +471,52 @@ async def test_at_80x24_the_header_keeps_the_script_name_token_and_backtrack_cou
         await pilot.pause()
         row = header_row(app)
         assert "done" in row and "1 tok" in row and "↶ 0/1" in row and title[:20] in row
+
+
+# -- what-ifs: the detail pane's two lists, backtracks in words -----------------------------
+def _constrained_run(prob_kind=0) -> TraceStore:
+    """A select after "Sentiment:": the chosen token's top-k before the mask is masked digits."""
+    from tracing import Alt, NodeClose, NodeOpen, RunEnd, RunStart, Token, TokenKind
+
+    top = [Alt(10, b"1", 0.3, True), Alt(11, b"2", 0.2, True), Alt(12, b" negative", 2e-8, False)]
+    allowed = [Alt(12, b" negative", 0.51, False), Alt(13, b" positive", 0.3, False), Alt(14, b" mixed", 0.19, False)]
+    return TraceStore([
+        RunStart(script="s.py"), NodeOpen(node_id=1, kind="select", name="label"),
+        Token(id=12, bytes=b" negative", node_id=1, kind=TokenKind.GENERATED, prob=0.51, prob_raw=2e-8, top=top,
+              top_allowed=allowed, allowed=3, prob_kind=prob_kind),
+        NodeClose(node_id=1, stop_reason="grammar"), RunEnd(status="done")])
+
+
+@sync
+async def test_the_detail_pane_shows_and_labels_the_lists_before_and_after_the_mask():
+    app = InspectorApp(_constrained_run(), use_monitor=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        text = app.inspector.detail_pane.plain_text(60)
+        assert "p 51.0% after mask  2.0e-08 before" in text
+        before, after = text.split("# top-k before the mask")[1].split("# after the mask (allowed)")
+        assert "1 1" in before and "masked" in before and "·negative" in before
+        rows = [line.split() for line in after.strip().splitlines()]
+        assert [(r[0], r[1], r[-2] if r[-1] == "◂" else r[-1]) for r in rows] == [
+            ("1", "·negative", "51.0%"), ("2", "·positive", "30.0%"), ("3", "·mixed", "19.0%")]
+        assert rows[0][-1] == "◂"  # the chosen one
+
+
+@sync
+async def test_a_servers_probability_says_which_side_of_the_mask_it_is():
+    from tracing import ProbKind
+
+    app = InspectorApp(_constrained_run(ProbKind.BEFORE_MASK), use_monitor=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        assert "p 2.0e-08 before mask  after: not given" in app.inspector.detail_pane.plain_text(60)
+
+
+@sync
+async def test_a_backtrack_row_says_what_was_removed_why_and_what_came_next():
+    app = InspectorApp(small_store(), use_monitor=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        assert app.inspector.backtrack_pane.row_text(0) == (
+            "▸  1 removed ·is (1 token of gen answer)\n"  # ▸: the latest at the cursor (the end)
+            "     the grammar re-cut the text into other tokens · replaced by: .")

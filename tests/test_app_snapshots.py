@@ -55,3 +55,15 @@ def test_help_screen(snap_compare):
 
 def test_latency_colouring_with_visible_whitespace(snap_compare):
     assert snap_compare(replay_app(synthetic_store(300)), press=["c", "w"], terminal_size=(100, 30))
+
+
+def test_compare_screen_of_two_runs(snap_compare):
+    from test_compare import F, G, sentiment
+
+    from guidance_tui.app.compare_screen import CompareApp
+    from guidance_tui.state.compare import build_side, compare
+
+    a = build_side(sentiment(), "a.gtt")
+    b = build_side(sentiment(label=(("Sentiment", F, 1.0), (":", F, 1.0), (" neg", G, 0.3), ("ative", F, 1.0)),
+                             model="other"), "b.gtt")
+    assert snap_compare(CompareApp(compare(a, b)), terminal_size=(110, 30))

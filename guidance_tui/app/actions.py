@@ -63,6 +63,15 @@ ACTIONS: tuple[Action, ...] = (
        "go: next low-probability token", footer=True),
     _a("prev-low-prob", "low_prob(-1)", "Jump", "Previous low-probability token", "L",
        palette="go: previous low-probability token"),
+    _a("search", "search", "Jump", "Search token text, node names, capture names and values", "slash", "search",
+       "go: search", key_display="/"),
+    _a("search-next", "search_step(1)", "Jump", "Next search match", "n", palette="go: next search match"),
+    _a("search-prev", "search_step(-1)", "Jump", "Previous search match", "N", palette="go: previous search match"),
+    _a("lowest-prob", "lowest_prob", "Jump", "The least likely generated token of the run", "m",
+       palette="go: least likely token"),
+    _a("least-certain", "least_certain", "Jump",
+       "The least certain choice: smallest lead over the next allowed token, after the mask", "M",
+       palette="go: least certain choice"),
     _a("cycle-color", "cycle_color", "View", "Colour by probability / latency / kind", "c", "colour", footer=True),
     _a("color-probability", "set_color('probability')", "View", "Token background by sampled probability",
        palette="view: colour by probability"),
@@ -91,12 +100,19 @@ ACTIONS: tuple[Action, ...] = (
        palette="pane: backtracks"),
     _a("focus-output", "focus_pane('output')", "Panes", "Show the script's output", "o",
        palette="pane: script output"),
+    _a("fork", "fork", "Jump",
+       "Fork here…: regenerate the token's grammar node from another allowed token (the Python after it is "
+       "not re-run)", "F", palette="fork: fork here… (regenerate this node with another token)", key_display="F"),
+    _a("compare-branch", "compare_branch", "Panes",
+       "Compare branches: mark the tree's node, then on another one compare the two", "v",
+       palette="compare: mark / compare the tree's branch"),
 )
 
 BY_ID = {a.id: a for a in ACTIONS}
 
 _KEY_NAMES = {"shift+left": "shift+←", "shift+right": "shift+→", "pageup": "PgUp", "pagedown": "PgDn",
-              "home": "Home", "end": "End", "escape": "Esc", "␣": "space", "B": "shift+b", "L": "shift+l"}
+              "home": "Home", "end": "End", "escape": "Esc", "␣": "space", "B": "shift+b", "L": "shift+l",
+              "N": "shift+n", "M": "shift+m", "F": "shift+f"}
 
 
 def bindings() -> list[Binding]:

@@ -19,6 +19,10 @@ LEGEND = [
     ("grey text", "prompt tokens (not sampled)"),
     ("italic", "forced by the grammar (no sampling)"),
     ("struck through", "taken back by a backtrack (x hides them)"),
+    ("⑂ from …", "a branch starts: the text continues from that node's state, not from the text before it "
+                 "(the program reused a base model); v on two tree nodes compares their branches"),
+    ("/  n  N", "search token text, node names, captures; next / previous match · m: least likely token · "
+                "M: least certain choice (smallest lead over the next allowed token)"),
     ("<0xF0>", "bytes of a character split across tokens"),
     ("·  →  ⏎", "space, tab, newline (w)"),
     ("▏", "the timeline cursor: the screen shows the run up to here"),

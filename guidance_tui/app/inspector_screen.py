@@ -26,7 +26,10 @@ from tracing.tree import TraceNode
 
 from guidance_tui.app.actions import bindings
 from guidance_tui.app.commands import InspectorCommands
+from guidance_tui.app.compare_screen import CompareActions
+from guidance_tui.app.fork_screen import ForkActions
 from guidance_tui.app.help import HelpScreen
+from guidance_tui.app.search_bar import SearchActions, SearchBar
 from guidance_tui.gc_policy import FrameHold
 from guidance_tui.run.cpu_split import CpuSplit
 from guidance_tui.state.cursor import LOW_PROB, At, Cursor
@@ -51,7 +54,7 @@ MONITOR_FALLBACK_S = 1.5  # live run without samples in the store: read the moni
 _UNDERLINE_WORDS = {"latency": "slow", "probability": "unlikely", "kind": "forced", "none": "none"}
 
 
-class InspectorScreen(Screen):
+class InspectorScreen(SearchActions, CompareActions, ForkActions, Screen):
     """Inspect one run: ``store`` is read, never written (except by a live producer).
 
     ``script_run``: run in a thread worker (live mode): a ScriptProcess (the
@@ -122,6 +125,7 @@ class InspectorScreen(Screen):
                     with TabPane("Output", id="tab-output"):
                         yield self.output_log
                 yield self.detail_pane
+        yield SearchBar(id="search")
         yield self.timeline_bar
         yield self.resource_bar
         yield Footer()

@@ -2,7 +2,7 @@
 
 Lines break at token boundaries (tokens are mostly words with their leading
 space, so this is word wrap), inside a token only when it is wider than a line
-or holds a newline, and before a role label.  A line is stored as the
+or holds a newline, and before a role label or a branch mark (see ``branch_marks``).  A line is stored as the
 (token, unit) where it starts; everything else is recomputed when the line is
 drawn.  Runs of plain ASCII tokens are placed with a bisect over cumulative
 widths, so laying out 100k tokens costs a bisect per line, not a Python step
@@ -15,6 +15,7 @@ import bisect
 from array import array
 from typing import Sequence
 
+from guidance_tui.state.branch_marks import BranchMarks
 from guidance_tui.state.token_index import TokenIndex
 from guidance_tui.state.token_text import NEWLINE, glyphs
 
@@ -28,8 +29,9 @@ def label_text(name: str) -> str:
 class TokenLayout:
     """Line starts for the tokens of a :class:`TokenIndex` at one width."""
 
-    def __init__(self, index: TokenIndex, width: int = 80) -> None:
+    def __init__(self, index: TokenIndex, width: int = 80, marks: BranchMarks | None = None) -> None:
         self.index = index
+        self.marks = marks  # branch starts: a label before their first token, as a role's
         self.width = max(4, width)
         self.hidden: Sequence[int] = ()  # token indices not shown (sorted)
         self.reset()
@@ -46,6 +48,14 @@ class TokenLayout:
         self._x = 0  # cells used on the last line
 
     # -- queries -------------------------------------------------------
+    def label_at(self, t: int) -> str | None:
+        """The label drawn before token ``t``: a branch mark, a role name, or both."""
+        role = self.index.labels.get(t)
+        mark = self.marks.labels.get(t) if self.marks is not None else None
+        if mark is None:
+            return role
+        return mark if role is None else f"{mark} · {role}"
+
     def line_count(self) -> int:
         return len(self.line_tok)
 
@@ -90,6 +100,7 @@ class TokenLayout:
         W = self.width
         cum = idx.cum_width
         special = idx.special
+        marks = self.marks
         hidden = self.hidden
         off, x = self._off, self._x
         line_tok, line_off = self.line_tok, self.line_off
@@ -99,7 +110,7 @@ class TokenLayout:
                 nxt_s = special[s] if s < len(special) else n
                 h = bisect.bisect_left(hidden, t) if hidden else 0
                 nxt_h = hidden[h] if h < len(hidden) else n
-                e = min(nxt_s, nxt_h, n)
+                e = min(nxt_s, nxt_h, n, marks.next_from(t) if marks is not None and marks.tokens else n)
                 if e > t:
                     # tokens t..e-1 are plain: fit as many as the line takes
                     k = bisect.bisect_right(cum, cum[t] + W - x, t, e + 1) - 1
@@ -121,7 +132,7 @@ class TokenLayout:
             units = len(g.plain)
             widths = g.widths
             if off == 0:
-                label = idx.labels.get(t)
+                label = self.label_at(t)
                 if label is not None:
                     if x > 0:
                         line_tok.append(t)

@@ -1,4 +1,10 @@
-"""Every backtrack of the run: what was taken back, what replaced it, and why.
+"""Every backtrack of the run, in words: what was taken back, why, and what came next.
+
+Two lines a backtrack: "removed ⏎ from gen reason", then why (a stop string
+matched and is not kept; the grammar re-cut the text; token healing...) and
+what came next, which is a replacement only when the engine re-cut the text
+(for a stop, an end of sequence or a tool call it is simply what followed,
+often the next node's first token).
 
 A line-API list (a long run can backtrack thousands of times).  Backtracks
 after the cursor are faded; the latest one at or before the cursor is marked.
@@ -25,12 +31,29 @@ from guidance_tui.state.cursor import At
 from guidance_tui.widgets.styles import Styles
 
 
+LINES = 2  # screen lines per backtrack
+
+# reason -> (why, in words; what the tokens after it are: a replacement, or just what came next)
+REASONS = {
+    "stop": ("it matched a stop string, which the text does not keep", "next"),
+    "eos": ("it ended the model's turn; the end token is not kept", "next"),
+    "grammar": ("the grammar re-cut the text into other tokens", "replaced by"),
+    "healing": ("token healing: the prompt's last token, cut again with what follows", "replaced by"),
+    "tool": ("a tool call, cut out of the text to run the tool", "next"),
+}
+
+
 def _text_of(index: TokenIndex, tokens) -> str:
     return "".join(glyphs(index.token(t).bytes).visible for t in tokens)
 
 
+def reason_words(reason: str) -> tuple[str, str]:
+    """(why, the word for what came after) for a backtrack's ``reason``."""
+    return REASONS.get(reason, (f"reason: {reason}" if reason else "no reason recorded", "then"))
+
+
 class BacktrackList(LineList, can_focus=True):
-    """One row per backtrack: ``↶ n  reason  removed → replacement``."""
+    """Two lines per backtrack: what was removed and from which node; why, and what came next."""
 
     DEFAULT_CSS = """
     BacktrackList { overflow-x: hidden; overflow-y: scroll; }
@@ -60,13 +83,15 @@ class BacktrackList(LineList, can_focus=True):
         self._gen = 0
         self._count = 0
         self._stale = False  # the cursor moved while the pane was not displayed
+        self._node_names: dict[int, str] = {}  # node id -> "gen reason", read from the store's NodeOpens
+        self._opens_seen = 0
 
     def sync(self) -> None:
         n = len(self.index.backtracks)
         if n != self._count:
             self._count = n
             self._gen += 1  # replacements of the previous rows may have grown
-            self.set_line_count(n, self.size.width)
+            self.set_line_count(n * LINES, self.size.width)
             self._redraw(scroll=False)
 
     def set_cursor(self, seq: int) -> None:
@@ -86,7 +111,7 @@ class BacktrackList(LineList, can_focus=True):
         self.refresh()
         current = self.index.backtracks_at(self.seq)
         if (scroll or self._stale) and not self.has_focus and current > 0:
-            self.scroll_line_into_view(current - 1, at=0.5)
+            self.scroll_line_into_view((current - 1) * LINES, at=0.5)
         self._stale = False
 
     def on_show(self) -> None:
@@ -106,7 +131,7 @@ class BacktrackList(LineList, can_focus=True):
 
     def watch_highlighted(self, row: int) -> None:
         if row >= 0:
-            self.scroll_line_into_view(row, at=0.5)
+            self.scroll_line_into_view(row * LINES, at=0.5)
         self.refresh()
 
     def action_move(self, delta: int) -> None:
@@ -125,31 +150,48 @@ class BacktrackList(LineList, can_focus=True):
         offset = event.get_content_offset(self)
         if offset is None:
             return
-        row = self.line_at(offset.y)
+        row = self.line_at(offset.y) // LINES
         if 0 <= row < len(self.index.backtracks):
             self.highlighted = row
             self.action_choose()
 
     def render_line(self, y: int) -> Strip:
-        row = self.line_at(y)
+        row, part = divmod(self.line_at(y), LINES)
         width = self.size.width
         idx = self.index
         base = self.visual_style.rich_style  # cached by Textual; rich_style walks the ancestors each time
         if row >= len(idx.backtracks):
-            if row == 0:
+            if row == 0 and part == 0:
                 return Strip([Segment("No backtracks" + (" yet" if idx.store.run_end() is None else ""),
                                       Style.parse(self.text_styles.muted))]).extend_cell_length(width)
             return Strip.blank(width, base)
         current = idx.backtracks_at(self.seq) - 1
         tail = idx.n if row >= len(idx.backtracks) - 2 else 0  # its replacement may still be arriving
-        key = (row, width, self._gen, row == current, row <= current, row == self.highlighted and self.has_focus,
-               tail)
+        key = (row, part, width, self._gen, row == current, row <= current,
+               row == self.highlighted and self.has_focus, tail)
         strip = self._cache.get(key)
         if strip is None:
-            strip = self._cache[key] = self._render_row(row, width, current, base)
+            strip = self._cache[key] = self._render_row(row, part, width, current, base)
         return strip
 
-    def _render_row(self, row: int, width: int, current: int, base: Style) -> Strip:
+    def _node_name(self, node_id: int) -> str:
+        """"gen reason" for a node id, from the NodeOpen events the store has (read once each)."""
+        from tracing import NodeOpen
+
+        store = self.index.store
+        seqs = store.seqs_of(NodeOpen)
+        for s in seqs[self._opens_seen:]:
+            ev = store[s]
+            self._node_names[ev.node_id] = ("text" if ev.kind == "literal" else f"{ev.kind} {ev.name}".strip())
+        self._opens_seen = len(seqs)
+        return self._node_names.get(node_id, "")
+
+    def row_text(self, row: int) -> str:
+        """A backtrack's two lines as plain text (tests, screen readers)."""
+        current = self.index.backtracks_at(self.seq) - 1
+        return "\n".join(self._render_row(row, k, 10_000, current, Style()).text.rstrip() for k in range(LINES))
+
+    def _render_row(self, row: int, part: int, width: int, current: int, base: Style) -> Strip:
         idx = self.index
         c = self.text_styles
         bt = idx.backtracks[row]
@@ -159,15 +201,33 @@ class BacktrackList(LineList, can_focus=True):
             return base + (Style.parse(color) if color else Style()) + Style(**kw)
 
         removed = _text_of(idx, bt.removed) or glyphs(bt.data).visible
-        repl = _text_of(idx, idx.replacement(bt))
-        segs = [
-            Segment("▸" if row == current else " ", st("accent", bold=True)),
-            Segment(f"{row + 1:>3} ", st("muted")),
-            Segment(f"{(bt.reason or '?')[:7]:<7} ", st("warning" if past else "muted")),
-            Segment(removed, st("error", strike=True)),
-            Segment(" → ", st("muted")),
-            Segment(repl or "…", st("success")),
-        ]
+        why, then = reason_words(bt.reason)
+        if part == 0:
+            node = self._node_name(idx.token(bt.removed[0]).node_id) if bt.removed else ""
+            segs = [
+                Segment("▸" if row == current else " ", st("accent", bold=True)),
+                Segment(f"{row + 1:>3} ", st("muted")),
+                Segment("removed ", st("warning" if past else "muted")),
+                Segment(removed or "nothing", st("error", strike=True)),
+            ]
+            n = len(bt.removed)
+            segs.append(Segment(f" ({n} token{'s' if n != 1 else ''}" + (f" of {node})" if node else ")"),
+                                st("muted")))
+        else:
+            repl_range = idx.replacement(bt)
+            repl = _text_of(idx, repl_range)
+            segs = [Segment("     " + why + " · ", st("muted"))]
+            if repl:
+                same = bt.removed and repl_range and \
+                    idx.token(repl_range[0]).node_id == idx.token(bt.removed[0]).node_id
+                segs += [Segment(then + ": ", st("muted")), Segment(repl, st("success"))]
+                if not same:
+                    other = self._node_name(idx.token(repl_range[0]).node_id)
+                    if other:
+                        segs.append(Segment(f" ({other})", st("muted")))
+            else:
+                segs.append(Segment("nothing came next yet" if idx.store.run_end() is None
+                                    else "nothing came next", st("muted")))
         strip = Strip(segs).crop(0, width)
         if row == self.highlighted and self.has_focus:
             cursor = self.get_component_rich_style("backtrack--cursor")
@@ -178,7 +238,7 @@ class BacktrackList(LineList, can_focus=True):
         return strip.extend_cell_length(width, base)
 
     def on_resize(self, event: events.Resize) -> None:
-        self.virtual_size = Size(event.size.width, len(self.index.backtracks))
+        self.virtual_size = Size(event.size.width, len(self.index.backtracks) * LINES)
         self._cache.clear()
 
     def on_focus(self) -> None:

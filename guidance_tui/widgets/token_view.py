@@ -21,9 +21,12 @@ from textual.cache import LRUCache
 from textual.message import Message
 from textual.strip import Strip
 
+from tracing import progress as load_progress
+
 from guidance_tui.widgets.colors import Palette
 from guidance_tui.state.cursor import At
 from guidance_tui.widgets.line_list import LineList
+from guidance_tui.state.branch_marks import BranchMarks
 from guidance_tui.state.layout import LABEL_PAD, TokenLayout, label_text
 from guidance_tui.state.token_index import NEVER, TokenIndex
 from guidance_tui.state.token_text import NEWLINE, glyphs
@@ -59,7 +62,8 @@ class TokenView(LineList, can_focus=True):
         self.index = index
         self.palette = palette
         self.options = ViewOptions()
-        self.layout_ = TokenLayout(index, 80)
+        self.marks = BranchMarks(index)  # where the stream jumps to another branch
+        self.layout_ = TokenLayout(index, 80, self.marks)
         self.seq = -1  # cursor
         self.selected = -1
         self.highlight: tuple[int, int] | None = None  # seq span of the highlighted node
@@ -135,6 +139,11 @@ class TokenView(LineList, can_focus=True):
         idx = self.index
         old_seq, old_sel, old_lines = self.seq, self.selected, self._lines
         full = False
+        marked = self.marks.update()
+        if marked is not None:  # a branch starts at a token that may be laid out already
+            self.layout_.truncate_from(marked)
+            self._cache.clear()
+            full = True
         if self.options.hide_backtracked:
             k = idx.backtracks_at(seq)
             if k != self._hidden_count:
@@ -230,6 +239,8 @@ class TokenView(LineList, can_focus=True):
         line = self.line_at(y)
         if line >= self._lines:
             return Strip.blank(width, self.palette.base)
+        if line == 0 and self.index.token_at(self.seq) < 0:
+            return self._empty_state(width)
         key, span = self._line_key(line)
         strip = self._cache.get(key)
         if strip is None:
@@ -290,8 +301,9 @@ class TokenView(LineList, can_focus=True):
             struck = removed_at.get(t, NEVER) <= seq if removed_at else False
             if struck and hide:
                 continue
-            if t == t0 and u0 == 0 and t in idx.labels:
-                add(label_text(idx.labels[t]), pal.label)
+            label = self.layout_.label_at(t) if t == t0 and u0 == 0 else None
+            if label is not None:
+                add(label_text(label), pal.label)
                 add(" " * LABEL_PAD, pal.base)
             g = glyphs(data[t])
             a0 = u0 if t == t0 else 0
@@ -317,6 +329,19 @@ class TokenView(LineList, can_focus=True):
         strip = strip.extend_cell_length(width, pal.base)
         return strip.crop(0, width) if strip.cell_length > width else strip
 
+    def _empty_state(self, width: int) -> Strip:
+        """No token at the cursor yet: the caret, and what the engine is doing meanwhile (loading a
+        model, converting it, building its tokenizer), the newest progress line of the trace."""
+        pal = self.palette
+        segments = []
+        if self.show_caret and not self._run_finished_at_cursor():
+            segments.append(Segment("▏", pal.cursor))
+        text = load_progress.line_at(self.index.store, self.seq)
+        if text:
+            segments.append(Segment(" " + text, pal.label))
+        strip = Strip(segments).extend_cell_length(width, pal.base)
+        return strip.crop(0, width) if strip.cell_length > width else strip
+
     def _run_finished_at_cursor(self) -> bool:
         end = self.index.store.run_end()
         return end is not None and end.seq <= self.seq
@@ -336,8 +361,9 @@ class TokenView(LineList, can_focus=True):
         for t in range(t0, last + 1):
             if hide and idx.is_removed(t, self.seq):
                 continue
-            if t == t0 and u0 == 0 and t in idx.labels:
-                cx += len(label_text(idx.labels[t])) + LABEL_PAD
+            label = self.layout_.label_at(t) if t == t0 and u0 == 0 else None
+            if label is not None:
+                cx += len(label_text(label)) + LABEL_PAD
                 if x < cx:
                     return t
             g = glyphs(idx.token(t).bytes)

@@ -101,6 +101,7 @@ class NodeTree(LineList, can_focus=True):
         self._base = Style()  # what _styles were combined with
         self._shown_states: dict[int, tuple] = {}  # row -> _state() its drawn label is for
         self._stale = False  # the cursor moved while the tree was not displayed
+        self.compare_mark: TraceNode | None = None  # the node marked for "compare branches" (v)
 
     # -- feeding ---------------------------------------------------------
     def feed(self, events: list) -> None:
@@ -394,6 +395,8 @@ class NodeTree(LineList, can_focus=True):
             return parts
         if kind == "branch":
             add(("⑂ " + node.name, c.warning))
+            if node is self.compare_mark:
+                add((" ⇄ marked", c.accent))
             return parts
         add((KIND_TAGS.get(kind, kind), c.role if kind == "role" else (c.tool if kind.startswith("tool") else c.kind)))
         if node.name:
@@ -405,6 +408,8 @@ class NodeTree(LineList, can_focus=True):
             add((" ●", c.accent))
         elif node.stop_reason:
             add((f" · {node.stop_reason}", muted))
+        if node is self.compare_mark:
+            add((" ⇄ marked", c.accent))
         return parts
 
     def on_resize(self, event: events.Resize) -> None:
