@@ -25,6 +25,8 @@ class Session:
     store: TraceStore = field(default_factory=TraceStore)
     model: str | None = None  # --model
     backend: str | None = None  # --backend
+    url: str | None = None  # --url (--backend remote)
+    model_name: str | None = None  # --model-name (--backend remote)
     monitoring: bool = True
     cancel_event: threading.Event = field(default_factory=threading.Event)
     _ids: itertools.count = field(default_factory=lambda: itertools.count(1))

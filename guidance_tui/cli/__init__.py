@@ -19,8 +19,12 @@ from guidance_tui.exit_codes import CliError
 def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", metavar="PATH",
                    help="GGUF file or Hugging Face model directory (default: the embedded Gemma 3 270M)")
-    p.add_argument("--backend", choices=["llamacpp", "transformers"], default=None,
-                   help="engine backend (default: llamacpp for GGUF files, transformers for directories)")
+    p.add_argument("--backend", choices=["llamacpp", "transformers", "remote"], default=None,
+                   help="engine backend (default: llamacpp for GGUF files, transformers for directories; "
+                        "remote: an OpenAI-compatible server at --url)")
+    p.add_argument("--url", metavar="URL", help="the server for --backend remote (vLLM, SGLang, llama-server, "
+                                                 "llama-cpp-python's server); --model then names its tokenizer")
+    p.add_argument("--model-name", metavar="NAME", help="the model the remote server should use (default: its first)")
 
 
 def _add_python_option(p: argparse.ArgumentParser) -> None:
@@ -86,12 +90,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     reach_commands.add_serve_parser(sub)
 
+    from guidance_tui.cli import compare_commands
+
+    compare_commands.add_compare_parser(sub)
+
+    from guidance_tui.cli import fork_commands
+
+    fork_commands.add_fork_parser(sub)
+
     p = sub.add_parser("model", help="assemble the embedded default model into the cache and print its path")
     p.add_argument("--quiet", action="store_true")
     return parser
 
 
-_VALUE_OPTIONS = {"--model": "model", "--backend": "backend", "--record": "record", "-o": "output",
+_VALUE_OPTIONS = {"--model": "model", "--backend": "backend", "--url": "url", "--model-name": "model_name", "--record": "record", "-o": "output",
                   "--output": "output", "--python": "python"}
 _FLAG_OPTIONS = {"--plain": "plain", "-q": "quiet", "--quiet": "quiet", "--force": "force"}
 
@@ -119,8 +131,8 @@ def take_own_options(args) -> None:
                     raise CliError(f"{name} needs a value")
                 value = rest[i + 1]
                 i += 1
-            if name == "--backend" and value not in ("llamacpp", "transformers"):
-                raise CliError(f"--backend must be llamacpp or transformers, not {value!r}")
+            if name == "--backend" and value not in ("llamacpp", "transformers", "remote"):
+                raise CliError(f"--backend must be llamacpp, transformers or remote, not {value!r}")
             setattr(args, _VALUE_OPTIONS[name], value)
         elif a in _FLAG_OPTIONS and hasattr(args, _FLAG_OPTIONS[a]):
             setattr(args, _FLAG_OPTIONS[a], True)
@@ -131,6 +143,18 @@ def take_own_options(args) -> None:
 
 
 
+def _check_remote(args) -> None:
+    """``--url`` implies ``--backend remote``, which needs a URL."""
+    if getattr(args, "url", None) and getattr(args, "backend", None) in (None, "remote"):
+        args.backend = "remote"
+    elif getattr(args, "url", None):
+        raise CliError(f"--url is for --backend remote, not --backend {args.backend}")
+    if getattr(args, "backend", None) == "remote" and not getattr(args, "url", None):
+        raise CliError("--backend remote needs --url URL (the OpenAI-compatible server)")
+    if getattr(args, "model_name", None) and getattr(args, "backend", None) != "remote":
+        raise CliError("--model-name is for --backend remote (with --url)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -139,12 +163,17 @@ def main(argv: list[str] | None = None) -> int:
             args.command, args.plain, args.filter = "runs", False, []
         if hasattr(args, "args"):
             take_own_options(args)
+        _check_remote(args)
         if args.command in ("runs", "attach"):
             from guidance_tui.cli import runs_commands as mod
         elif args.command in ("info", "export"):
             from guidance_tui.cli import inspect_commands as mod
         elif args.command == "serve":
             from guidance_tui.cli import reach_commands as mod
+        elif args.command == "compare":
+            from guidance_tui.cli import compare_commands as mod
+        elif args.command == "fork":
+            from guidance_tui.cli import fork_commands as mod
         elif args.command in ("record", "model"):
             from guidance_tui.cli import record_commands as mod
         else:

@@ -44,6 +44,7 @@ def _make_process(script: Path, argv, args):
 
     try:
         return ScriptProcess(script, list(argv or ()), model=args.model, backend=args.backend,
+                             url=getattr(args, "url", None), model_name=getattr(args, "model_name", None),
                              record=getattr(args, "record", None), force=bool(getattr(args, "force", False)))
     except RunnerError as e:
         raise CliError(str(e), e.code) from None

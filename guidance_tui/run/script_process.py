@@ -69,11 +69,12 @@ class ScriptProcess:
     def __init__(self, script: str | os.PathLike, args: Sequence[str] = (), *, model: str | None = None,
                  backend: str | None = None, record: str | os.PathLike | None = None,
                  store: TraceStore | None = None, python: str = sys.executable, poll_s: float = POLL_S,
-                 force: bool = False) -> None:
+                 force: bool = False, url: str | None = None, model_name: str | None = None) -> None:
         self.script = check_script(script)
         self.args = list(args)
         self.model = model
         self.backend = backend
+        self.url, self.model_name = url, model_name  # --backend remote
         self.trace_path = trace_path_for(script, record)
         check_output(self.trace_path, self.script, force)  # before start() empties what is there
         self.store = store if store is not None else TraceStore()
@@ -119,6 +120,7 @@ class ScriptProcess:
     # -- the run -------------------------------------------------------------------
     def command(self) -> list[str]:
         spec = {"script": str(self.script), "args": self.args, "model": self.model, "backend": self.backend,
+                "url": self.url, "model_name": self.model_name,
                 "record": str(self.trace_path)}  # JSON escapes lone surrogates (non-UTF-8 names): ASCII
         return [self.python, "-m", "guidance_tui.run.script_process", json.dumps(spec)]
 
@@ -350,6 +352,7 @@ def child_main(argv: list[str]) -> int:
     try:
         # force: the parent checked the path (check_output) and emptied the file
         run = ScriptRun(spec["script"], spec["args"], model=spec["model"], backend=spec["backend"],
+                        url=spec.get("url"), model_name=spec.get("model_name"),
                         record=spec["record"], flush_interval=LIVE_FLUSH_S, monitor_from_start=True, force=True)
     except (RunnerError, OSError) as e:
         print(f"{NOTICE}{clean_text(str(e))}", file=sys.stderr)
