@@ -321,19 +321,7 @@ class Json(GrammarNode):
     kind = "json"
 
     def lower(self, ctx):
-        attrs = []
-        capture = self.name
-        budget = self.max_tokens is not None and ctx.enforce_max_tokens
-        if budget and not capture:
-            capture = ctx.internal_capture()
-        if capture:
-            ctx.capture(capture)
-            attrs.append(f"capture={_lark_string(_capture_name(capture, self.list_append))}")
-        if self.temperature is not None:
-            attrs.append(f"temperature={float(self.temperature)}")
-        if budget:
-            attrs.append(f"max_tokens={int(self.max_tokens)}")
-            ctx.budget(capture, int(self.max_tokens))
+        attrs, _ = _rule_attrs(ctx, self.name, self.list_append, self.temperature, self.max_tokens)
         return ctx.rule("json", attrs, f"%json {self.schema}")
 
 
@@ -457,19 +445,7 @@ class Rule(GrammarNode):
             return ctx.named[key]
         rule_name = ctx.reserve(_rule_prefix(self.name))
         ctx.named[key] = rule_name
-        attrs = []
-        capture = self.capture
-        budget = self.max_tokens is not None and ctx.enforce_max_tokens
-        if budget and not capture:
-            capture = ctx.internal_capture()
-        if capture:
-            ctx.capture(capture)
-            attrs.append(f"capture={_lark_string(_capture_name(capture, self.list_append))}")
-        if self.temperature is not None:
-            attrs.append(f"temperature={float(self.temperature)}")
-        if budget:
-            attrs.append(f"max_tokens={int(self.max_tokens)}")
-            ctx.budget(capture, int(self.max_tokens))
+        attrs, budget = _rule_attrs(ctx, self.capture, self.list_append, self.temperature, self.max_tokens)
         if self.temperature is not None or budget:
             body = _sub_grammar(self.value, ctx)
         else:
@@ -523,6 +499,26 @@ INTERNAL_CAPTURE = "__engine_"
 #: guidance's (and llguidance's) marker of a list-append capture name.
 LIST_APPEND = "__LIST_APPEND:"
 
+
+
+def _rule_attrs(ctx, capture: str | None, list_append: bool, temperature: float | None,
+                max_tokens: int | None) -> tuple[list[str], bool]:
+    """A rule's capture, temperature and token-budget attributes, and whether the budget applies.
+
+    A budget needs the rule's text to tell why it stopped: without a capture name, an internal one."""
+    attrs = []
+    budget = max_tokens is not None and ctx.enforce_max_tokens
+    if budget and not capture:
+        capture = ctx.internal_capture()
+    if capture:
+        ctx.capture(capture)
+        attrs.append(f"capture={_lark_string(_capture_name(capture, list_append))}")
+    if temperature is not None:
+        attrs.append(f"temperature={float(temperature)}")
+    if budget:
+        attrs.append(f"max_tokens={int(max_tokens)}")
+        ctx.budget(capture, int(max_tokens))
+    return attrs, budget
 
 def _capture_name(name: str, list_append: bool) -> str:
     return LIST_APPEND + name if list_append else name

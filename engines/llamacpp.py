@@ -50,6 +50,17 @@ def _first_slices():
     return None if os.environ.get("GUIDANCE_TUI_TOKENIZER_SLICES") == "1" else []
 
 
+
+def piece_bytes(ll, vocab, token_id: int) -> bytes:
+    """A token's exact bytes from llama.cpp (special tokens as their text)."""
+    # A buffer per call, not a shared one: ctypes lets other threads run during the call.
+    buf = ctypes.create_string_buffer(256)
+    n = ll.llama_token_to_piece(vocab, token_id, buf, 256, 0, True)
+    if n < 0:
+        buf = ctypes.create_string_buffer(-n)
+        n = ll.llama_token_to_piece(vocab, token_id, buf, -n, 0, True)
+    return bytes(buf[:max(n, 0)])
+
 class LlamaCppBackend(Backend):
     name = "llama.cpp"
 
@@ -124,16 +135,7 @@ class LlamaCppBackend(Backend):
     def token_bytes(self, token_id: int) -> bytes:
         b = self._bytes_cache.get(token_id)
         if b is None:
-            # A buffer per miss, not a shared one: ctypes lets other threads run during the call.
-            buf = ctypes.create_string_buffer(256)
-            n = self._ll.llama_token_to_piece(self._vocab, token_id, buf, 256, 0, True)
-            if n < 0:
-                buf = ctypes.create_string_buffer(-n)
-                n = self._ll.llama_token_to_piece(self._vocab, token_id, buf, -n, 0, True)
-                b = bytes(buf[:n])
-            else:
-                b = bytes(buf[:n])
-            self._bytes_cache[token_id] = b
+            b = self._bytes_cache[token_id] = piece_bytes(self._ll, self._vocab, token_id)
         return b
 
     def _start_tokenizer_build(self, llama_cpp, path: Path, entered: threading.Event) -> None:

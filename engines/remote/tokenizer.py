@@ -124,14 +124,9 @@ class GGUFTokenizer(LocalTokenizer):
     def token_bytes(self, token_id: int) -> bytes:
         b = self._bytes.get(token_id)
         if b is None:
-            import ctypes
+            from ..llamacpp import piece_bytes
 
-            buf = ctypes.create_string_buffer(256)
-            n = self._ll.llama_token_to_piece(self._vocab, token_id, buf, 256, 0, True)
-            if n < 0:
-                buf = ctypes.create_string_buffer(-n)
-                n = self._ll.llama_token_to_piece(self._vocab, token_id, buf, -n, 0, True)
-            b = self._bytes[token_id] = bytes(buf[:max(n, 0)])
+            b = self._bytes[token_id] = piece_bytes(self._ll, self._vocab, token_id)
         return b
 
     def ll_tokenizer(self):
