@@ -151,6 +151,9 @@ class ToolGen(Stateful):
         return self.gen.name or "gen"
 
 
+_SIMPLE_TYPES = {"int": int, "float": float, "bool": bool}
+
+
 def _convert(fn: Callable, args: list[str]) -> list:
     """Arguments as the model wrote them, converted where the function annotates int/float/bool."""
     try:
@@ -165,6 +168,7 @@ def _convert(fn: Callable, args: list[str]) -> list:
     out = []
     for i, a in enumerate(args):
         ann = params[i].annotation if i < len(params) else inspect.Parameter.empty
+        ann = _SIMPLE_TYPES.get(ann, ann) if isinstance(ann, str) else ann  # unevaluated: `from __future__ import annotations`
         try:
             out.append(ann(a) if ann in (int, float) else (a.lower() == "true") if ann is bool else a)
         except ValueError:
@@ -229,7 +233,7 @@ def _call_tool(lm, tool, name: str, raw_args: str):
         else:
             args = [a.strip().strip("\"'") for a in raw_args.split(",") if a.strip()]
             if getattr(tool, "__guidance_program__", False):
-                inner = inner + tool(*args)
+                inner = inner + tool(*_convert(tool, args))
             else:
                 inner = inner + f" = {tool(*_convert(tool, args))}"
     except Exception as e:  # a failing tool is reported in the trace, not fatal to the program

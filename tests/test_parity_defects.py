@@ -48,8 +48,8 @@ def test_tools_apply_in_a_grammar_joined_with_plus(lm0):
 
 def test_guidance_tool_in_an_f_string_and_a_join(lm0):
     @guidance
-    def add_prog(lm, a, b):
-        return lm + f" = {int(a) + int(b)}"
+    def add_prog(lm, a: int, b: int):  # the annotations convert the model's text, as for a plain function
+        return lm + f" = {a + b}"
 
     add_prog.__name__ = "add"  # the few-shot text calls it add
     lm = lm0 + (FEW_SHOT + f"11 + 9{gen('r', tools=[add_prog], max_tokens=12, stop=chr(10))}")
