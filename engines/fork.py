@@ -32,6 +32,7 @@ from .errors import EngineError, ModelLoadError, one_line
 from .grammar import Lowered
 from .loop import Engine, Options, _Call
 from .session import Session
+from .stats import top_k_allowed
 from .stats import analyse, top_k_allowed
 
 FORKABLE = ("gen", "select", "regex", "json")
@@ -224,8 +225,10 @@ class _ReplayCall(_Call):
             raise _Probed(*_lists(self, st, allowed, self.probe_n))
         tid, self.alt = self.alt, None
         if allowed is not None and not (tid < len(allowed) and allowed[tid]):
+            best = ", ".join(repr(self.backend.token_bytes(int(t)).decode("utf-8", "replace"))
+                             for t in top_k_allowed(st, allowed, 5))
             raise ForkError(f"token {self.k}: the alternative (id {tid}, {self.backend.token_bytes(tid)!r}) "
-                            "is masked by the grammar there: pick an allowed one")
+                            f"is masked by the grammar there: pick an allowed one ({best}...)")
         return tid
 
     def _flush_pending(self, rows: np.ndarray, step_us: int) -> None:

@@ -243,7 +243,8 @@ def test_fork_command_writes_the_forked_run_and_prints_the_new_text(recorded, tm
     assert forked.run_end() is not None and forked.run_end().status == "done"
 
 
-@pytest.mark.parametrize("case", ["prompt token", "masked", "out of range", "not a number", "bad rank"])
+@pytest.mark.parametrize("case", ["prompt token", "masked", "masked, not recorded", "out of range", "not a number",
+                                  "bad rank"])
 def test_fork_command_errors_are_one_line_with_exit_2(recorded, tmp_path, case):
     path, store, _, _ = recorded
     k = select_k(store)
@@ -251,6 +252,8 @@ def test_fork_command_errors_are_one_line_with_exit_2(recorded, tmp_path, case):
     at, alt, words = {
         "prompt token": ("1", "1", "prompt token"),
         "masked": (str(k), f"id:{masked.id}", "masked by the grammar"),
+        # <pad>: in neither recorded list, so the worker's mask refuses it and names what it allows
+        "masked, not recorded": (str(k), "id:0", "pick an allowed one ("),
         "out of range": (str(len(store.seqs_of(Token)) + 5), "1", "out of range"),
         "not a number": ("x", "1", "token number"),
         "bad rank": (str(k), "99", "rank 99 is out of range"),
