@@ -220,3 +220,15 @@ def test_stats_at_the_cursor():
     early = stats_at(idx, idx.seqs[2])
     assert early.status == "done" and early.tokens == 3 and early.forced_pct is None  # the run's, not the cursor's
     assert math.isclose(stats_at(idx, -1).tokens, 0)
+
+
+def test_a_token_with_only_a_before_mask_probability_is_coloured_by_it():
+    from tracing import NodeOpen, ProbKind, RunStart
+
+    nan = float("nan")
+    store = TraceStore([RunStart(), NodeOpen(node_id=1, kind="gen"),
+                        Token(-1, b"a", node_id=1, pos=0, prob=nan, prob_raw=0.25, prob_kind=ProbKind.BEFORE_MASK),
+                        Token(-1, b"b", node_id=1, pos=1, prob=nan, prob_raw=0.5),  # local: NaN means unknown
+                        Token(-1, b"c", node_id=1, pos=2, prob=0.75, prob_raw=0.5, prob_kind=ProbKind.BEFORE_MASK)])
+    idx, _ = indexed(store)
+    assert idx.prob[0] == 0.25 and math.isnan(idx.prob[1]) and idx.prob[2] == 0.75

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from itertools import accumulate, compress, count, islice, repeat
 from operator import attrgetter, mul, not_
 
-from tracing import Backtrack, NodeOpen, RunStart, Token, TokenKind
+from tracing import Backtrack, NodeOpen, ProbKind, RunStart, Token, TokenKind
 from tracing.store import TraceStore
 
 PROMPT, GENERATED, FORCED = int(TokenKind.PROMPT), int(TokenKind.GENERATED), int(TokenKind.FORCED)
@@ -26,6 +26,7 @@ _BIG = 1 << 62
 _bytes = attrgetter("bytes")
 _kind = attrgetter("kind")
 _prob = attrgetter("prob")
+_prob_kind = attrgetter("prob_kind")
 _latency = attrgetter("latency_us")
 _node = attrgetter("node_id")
 
@@ -126,6 +127,10 @@ class TokenIndex:
             lats = [x if type(x) is int and -_BIG < x < _BIG else 0 for x in lats]
             lat_col = array("q", lats)
             prob_col = array("d", [p if type(p) is float else math.nan for p in map(_prob, toks)])
+        if any(map(_prob_kind, toks)):  # a server's or guidance's one number
+            for j, t in enumerate(toks):  # before the mask: shown where the after-mask one is unknown
+                if t.prob_kind == ProbKind.BEFORE_MASK and prob_col[j] != prob_col[j] and type(t.prob_raw) is float:
+                    prob_col[j] = t.prob_raw
         self.seqs.extend(map(attrgetter("seq"), toks))
         self.kind.extend(kinds)
         self.prob.extend(prob_col)
