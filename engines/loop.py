@@ -187,18 +187,21 @@ class _Call:
     def emit_token(self, tid: int, kind: TokenKind, *, prob: float = NAN, prob_raw: float = NAN,
                    top: list[Alt] | None = None, latency_us: int = 0, mask_us: int = 0, allowed: int = -1,
                    top_allowed: list[Alt] | None = None) -> None:
-        b = self.backend.token_bytes(tid)
-        self.store.append(Token(node_id=self.node_id, pos=len(self.text), id=tid, bytes=b, kind=kind, prob=prob,
-                                prob_raw=prob_raw, top=top or [], latency_us=latency_us, mask_us=mask_us,
-                                allowed=allowed, top_allowed=top_allowed or []))
-        if kind != TokenKind.PROMPT:
-            lp = math.log(prob) if prob > 0 else (NAN if prob != prob else -math.inf)
-            self.spans.append((len(self.text), len(b), lp))
-            if kind == TokenKind.GENERATED:
+        self.record_token(Token(node_id=self.node_id, pos=len(self.text), id=tid, bytes=self.backend.token_bytes(tid),
+                                kind=kind, prob=prob, prob_raw=prob_raw, top=top or [], latency_us=latency_us,
+                                mask_us=mask_us, allowed=allowed, top_allowed=top_allowed or []), prob)
+
+    def record_token(self, tok: Token, p: float) -> None:
+        """Append ``tok`` to the text; ``p`` is the probability its captures' log-probabilities count."""
+        self.store.append(tok)
+        if tok.kind != TokenKind.PROMPT:
+            lp = math.log(p) if p > 0 else (NAN if p != p else -math.inf)
+            self.spans.append((len(self.text), len(tok.bytes), lp))
+            if tok.kind == TokenKind.GENERATED:
                 self.result.generated += 1
             else:
                 self.result.forced += 1
-        self.text += b
+        self.text += tok.bytes
 
     def backtrack(self, n_bytes: int, n_tokens: int, reason: str) -> None:
         if n_bytes <= 0 and n_tokens <= 0:

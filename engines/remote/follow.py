@@ -12,8 +12,6 @@ Message, and the call fails.  Nothing is accepted silently.
 
 from __future__ import annotations
 
-import json
-import math
 import time
 
 import numpy as np
@@ -89,10 +87,7 @@ class RemoteCall(_Call):
 
     # -- the matcher --------------------------------------------------------------------
     def _mask(self) -> tuple[dict, np.ndarray | None, int]:
-        try:
-            info = json.loads(self.interp.unsafe_compute_mask_ptr(self.bitmask.ctypes.data, self.bitmask.nbytes))
-        except (ValueError, RuntimeError) as e:
-            raise EngineError(f"llguidance: {one_line(e)}") from None
+        info = self._compute_mask(self.bitmask)
         self._progress(info)
         if info.get("stop"):
             self.stopped = True
@@ -190,17 +185,11 @@ class RemoteCall(_Call):
     # -- events -------------------------------------------------------------------------
     def _emit(self, tid: int, b: bytes, kind: TokenKind, prob: float, prob_raw: float, top: list[Alt],
               top_allowed: list[Alt], prob_kind: ProbKind, latency_us: int, mask_us: int, allowed: int) -> None:
-        self.store.append(Token(node_id=self.node_id, pos=len(self.text), id=tid, bytes=b, kind=kind, prob=prob,
-                                prob_raw=prob_raw, top=top, latency_us=latency_us, mask_us=mask_us,
-                                allowed=allowed, top_allowed=top_allowed, prob_kind=prob_kind))
+        # A forced token's before-mask number is its probability: the mask left no rival.
         p = prob if prob == prob else (prob_raw if prob_kind == ProbKind.BEFORE_MASK and allowed == 1 else NAN)
-        lp = math.log(p) if p > 0 else (NAN if p != p else -math.inf)
-        self.spans.append((len(self.text), len(b), lp))
-        if kind == TokenKind.GENERATED:
-            self.result.generated += 1
-        else:
-            self.result.forced += 1
-        self.text += b
+        self.record_token(Token(node_id=self.node_id, pos=len(self.text), id=tid, bytes=b, kind=kind, prob=prob,
+                                prob_raw=prob_raw, top=top, latency_us=latency_us, mask_us=mask_us,
+                                allowed=allowed, top_allowed=top_allowed, prob_kind=prob_kind), p)
 
     def _probabilities(self, st: StreamToken, tid: int, allowed_n: int, mask) -> tuple:
         """(prob, prob_raw, top, top_allowed, kind) from the server's numbers and the local mask."""
