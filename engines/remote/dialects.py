@@ -50,12 +50,26 @@ class Dialect:
     prob_kind = ProbKind.UNKNOWN
     llguidance = True  # the server runs llguidance on the Lark grammar
 
-    def request(self, model: str | None, prompt: str, lark: str | None, *, max_tokens: int, temperature: float,
-                stop: list[str], top_k: int = TOP_K) -> Request:
+    extra: dict = {}  # fields this server needs besides the completions endpoint's own
+
+    def grammar(self, grammar: str) -> dict:
+        """The request fields that carry the grammar (Lark, or GBNF where ``llguidance`` is False)."""
         raise NotImplementedError
 
+    def request(self, model: str | None, prompt: str, grammar: str | None, *, max_tokens: int, temperature: float,
+                stop: list[str], top_k: int = TOP_K) -> Request:
+        """A streamed ``/v1/completions`` request (the raw prompt continued, with top-k logprobs)."""
+        body = {"model": model, "prompt": prompt, "max_tokens": max_tokens, "temperature": temperature,
+                "stream": True, "logprobs": top_k, **self.extra}
+        if grammar is not None:
+            body.update(self.grammar(grammar))
+        if stop:
+            body["stop"] = stop
+        return Request("/v1/completions", body)
+
     def tokens(self, chunk: dict) -> list[StreamToken]:
-        raise NotImplementedError
+        choices = chunk.get("choices") or []
+        return openai_tokens(choices[0]) if choices else []
 
     def finish(self, chunk: dict) -> str | None:
         """The finish reason when this chunk ends the answer, else None."""
@@ -89,6 +103,12 @@ def _raw(entry: dict, text: str) -> bytes:
     return text.encode("utf-8")
 
 
+def _chat_alternative(a: dict) -> Alternative:
+    t = str(a.get("token", ""))
+    aid = _token_id(t)
+    return Alternative(aid, _raw(a, "" if aid is not None else t), _lp(a.get("logprob")))
+
+
 def openai_tokens(choice: dict) -> list[StreamToken]:
     """Tokens of one choice of a completions (or chat) chunk, in either logprobs shape."""
     text = choice.get("text")
@@ -102,8 +122,7 @@ def openai_tokens(choice: dict) -> list[StreamToken]:
         for e in lp["content"]:
             t = str(e.get("token", ""))
             tid = _token_id(t)
-            top = [Alternative(_token_id(str(a.get("token", ""))), _raw(a, "" if _token_id(str(a.get("token", ""))) is not None else str(a.get("token", ""))),
-                               _lp(a.get("logprob"))) for a in e.get("top_logprobs") or ()]
+            top = [_chat_alternative(a) for a in e.get("top_logprobs") or ()]
             out.append(StreamToken(tid, _raw(e, "" if tid is not None else t), _lp(e.get("logprob")), top=top))
     else:  # the completions shape: tokens[], token_logprobs[], top_logprobs[{text: logprob}]
         toks = lp.get("tokens") or []
@@ -128,33 +147,19 @@ def openai_tokens(choice: dict) -> list[StreamToken]:
 class VLLM(Dialect):
     name = "vllm"
     prob_kind = ProbKind.AFTER_MASK  # vLLM applies the grammar bitmask before it computes logprobs
+    extra = {"return_tokens_as_token_ids": True}
 
-    def request(self, model, prompt, lark, *, max_tokens, temperature, stop, top_k=TOP_K):
-        body = {"model": model, "prompt": prompt, "max_tokens": max_tokens, "temperature": temperature,
-                "stream": True, "logprobs": top_k, "return_tokens_as_token_ids": True}
-        if lark is not None:
-            body["structured_outputs"] = {"grammar": lark}
-        if stop:
-            body["stop"] = stop
-        return Request("/v1/completions", body)
-
-    def tokens(self, chunk):
-        choices = chunk.get("choices") or []
-        return openai_tokens(choices[0]) if choices else []
+    def grammar(self, grammar):
+        return {"structured_outputs": {"grammar": grammar}}
 
 
 class SGLang(VLLM):
     name = "sglang"
     prob_kind = ProbKind.UNKNOWN
+    extra = {}
 
-    def request(self, model, prompt, lark, *, max_tokens, temperature, stop, top_k=TOP_K):
-        body = {"model": model, "prompt": prompt, "max_tokens": max_tokens, "temperature": temperature,
-                "stream": True, "logprobs": top_k}
-        if lark is not None:
-            body["ebnf"] = lark
-        if stop:
-            body["stop"] = stop
-        return Request("/v1/completions", body)
+    def grammar(self, grammar):
+        return {"ebnf": grammar}
 
 
 class LlamaServer(Dialect):
@@ -202,18 +207,10 @@ class LlamaCppPython(Dialect):
     prob_kind = ProbKind.BEFORE_MASK  # its logprobs come from the raw logits
     llguidance = False
 
-    def request(self, model, prompt, gbnf, *, max_tokens, temperature, stop, top_k=TOP_K):
-        body = {"model": model, "prompt": prompt, "max_tokens": max_tokens, "temperature": temperature,
-                "stream": True, "logprobs": top_k, "repeat_penalty": 1.0}
-        if gbnf is not None:
-            body["grammar"] = gbnf
-        if stop:
-            body["stop"] = stop
-        return Request("/v1/completions", body)
+    extra = {"repeat_penalty": 1.0}
 
-    def tokens(self, chunk):
-        choices = chunk.get("choices") or []
-        return openai_tokens(choices[0]) if choices else []
+    def grammar(self, grammar):
+        return {"grammar": grammar}
 
 
 DIALECTS = {d.name: d for d in (VLLM(), SGLang(), LlamaServer(), LlamaCppPython())}
