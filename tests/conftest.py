@@ -23,3 +23,16 @@ def session():
     yield s
     activate(None)
     s.close()
+
+
+@pytest.fixture(scope="module")
+def lm0():
+    """The embedded model in a session of its own, shared by one test module (no monitor)."""
+    from engines import models
+    from engines.session import Session, activate
+
+    s = Session(monitoring=False)
+    activate(s)
+    yield models.LlamaCpp(monitoring=False)
+    activate(None)
+    s.close()

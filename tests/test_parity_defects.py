@@ -6,23 +6,12 @@ from __future__ import annotations
 
 import pytest
 
-from engines import gen, guidance, json, models
+from engines import gen, guidance, json
 from tracing import Capture, NodeClose, NodeOpen, Token, TokenKind
 
 pytestmark = pytest.mark.model
 
 FEW_SHOT = "1 + 1 = add(1, 1) = 2\n3 + 5 = add(3, 5) = 8\n"
-
-
-@pytest.fixture(scope="module")
-def lm0():
-    from engines.session import Session, activate
-
-    s = Session(monitoring=False)
-    activate(s)
-    yield models.LlamaCpp(monitoring=False)
-    activate(None)
-    s.close()
 
 
 def events(lm):

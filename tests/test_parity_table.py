@@ -21,17 +21,6 @@ from tracing import Capture, NodeClose
 pytestmark = pytest.mark.model
 
 
-@pytest.fixture(scope="module")
-def lm0():
-    from engines.session import Session, activate
-
-    s = Session(monitoring=False)
-    activate(s)
-    yield models.LlamaCpp(monitoring=False)
-    activate(None)
-    s.close()
-
-
 def stop_reason(lm) -> str:
     return [e for e in lm.engine.session.store.events() if isinstance(e, NodeClose) and e.node_id == lm.node_id][-1] \
         .stop_reason
