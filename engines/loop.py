@@ -26,7 +26,8 @@ from .backend import Backend, common_prefix
 from .errors import EngineError, GrammarError, one_line
 from .grammar import INTERNAL_CAPTURE, LIST_APPEND, Lowered, _lark_regex
 from .session import Session
-from .stats import analyse, mask_from_bitmask, sample, top_k_allowed
+from .stats import RowStats, analyse, mask_from_bitmask, sample, top_k_allowed
+from .token_stats import RowCopy, StatsWorker
 
 _STOP_REASONS = {
     "EndOfSentence": "eos", "MaxTokensParser": "max_tokens", "MaxTokensTotal": "max_tokens",
@@ -182,6 +183,10 @@ class _Call:
                 raise GrammarError(one_line(f"{what}: the regex {pattern!r} can never match (no text matches it)"))
         self.lowered = lowered
         self.n_vocab = tok.vocab_size
+        # A sampled token's statistics are computed on a worker during the next forward pass and the
+        # token is emitted when that pass returns: (token id, job, Token fields known when it was chosen).
+        self._deferred: tuple | None = None
+        self._row_copy = RowCopy()
 
     # -- text changes, each mirrored by an event ---------------------------
     def emit_token(self, tid: int, kind: TokenKind, *, prob: float = NAN, prob_raw: float = NAN,
@@ -226,6 +231,20 @@ class _Call:
         tb = self.backend.token_bytes
         return [Alt(int(i), tb(int(i)), st.prob_masked(int(i)), False)
                 for i in top_k_allowed(st, allowed, self.opts.top_k)]
+
+    def _token_stats(self, row: np.ndarray, allowed: np.ndarray | None, tid: int, row_max: float) -> dict:
+        """The Token fields of a sampled token that need full passes over the row (on the worker)."""
+        st = analyse(row, allowed, self.opts.top_k, row_max)
+        top = self._alts(st, allowed)
+        return dict(prob=st.prob_masked(tid), prob_raw=st.prob_raw(tid), top=top,
+                    top_allowed=self._allowed_alts(st, allowed, top))
+
+    def _emit_deferred(self) -> None:
+        """Emit the token whose statistics the worker computed (waits for them: usually done)."""
+        if self._deferred is not None:
+            tid, job, fields = self._deferred
+            self._deferred = None
+            self.emit_token(tid, TokenKind.GENERATED, **job.result(), **fields)
 
     def _choose(self, st, allowed, temperature: float) -> int:
         """The next token (a fork replays recorded choices here first)."""
@@ -292,63 +311,72 @@ class _Call:
         self._append_ids(self.pending)
         t_step = time.perf_counter_ns()
         stop_reason = ""
-        while True:
-            session.check_cancelled()
-            t0 = time.perf_counter_ns()
-            if first is not None:  # computed above, before any event
-                info, first = first, None
-                t0 -= first_us * 1000
-            else:
-                info = self._compute_mask(bitmask)
-            mask_us = (time.perf_counter_ns() - t0) // 1000
-            self._progress(info)
-            if info.get("stop"):
-                if not interp.is_accepting():
-                    session.warn(one_line(f"the grammar stopped before it could match: no token can continue "
-                                          f"{bytes(self.text[self.start_len:])[-40:]!r} "
-                                          f"(llguidance: {interp.stop_reason()})"))
-                break
-            rows = backend.logits(self.ids, len(self.pending) + 1)
-            decode_us = (time.perf_counter_ns() - t0) // 1000 - mask_us
-            self._flush_pending(rows[:-1], decode_us)
-            allowed, n_allowed = mask_from_bitmask(bitmask, self.n_vocab)
-            if n_allowed == 0:
-                raise EngineError("the grammar allows no token here (llguidance returned an empty mask)")
-            st = analyse(rows[-1], allowed, opts.top_k if opts.token_stats else 1)
-            temperature = info.get("temperature") or self.temperature
-            tid = self._choose(st, allowed, temperature)
-            now = time.perf_counter_ns()
-            if opts.token_stats:
-                top = self._alts(st, allowed)
-                self.emit_token(tid, TokenKind.GENERATED, prob=st.prob_masked(tid), prob_raw=st.prob_raw(tid),
-                                top=top, latency_us=(now - t_step) // 1000, mask_us=mask_us,
-                                allowed=n_allowed, top_allowed=self._allowed_alts(st, allowed, top))
-            else:
-                self.emit_token(tid, TokenKind.GENERATED, latency_us=(now - t_step) // 1000, mask_us=mask_us,
-                                allowed=n_allowed)
-            t_step = now
-            try:
-                bt, ff = interp.commit_token(tid)
-            except (ValueError, RuntimeError) as e:  # e.g. the stop= panic in llguidance 1.9.1
-                raise EngineError(f"llguidance: {one_line(e)}") from None
-            self._append_ids([tid])
-            is_eos = tid in backend.eos_ids
-            if is_eos and ff[:1] == [tid]:  # llguidance 1.9.1 echoes an accepted EOS: it is no text
-                ff = ff[1:]
-            if bt == 0 and ff[:1] == [tid] and not is_eos:
-                self.pending = list(ff[1:])
-                self._append_ids(self.pending)
-            else:  # the sampled token is hidden, maybe with earlier ones: a backtrack
-                reason = "eos" if is_eos else ("stop" if not ff else "grammar")
-                self.backtrack(self._drop_ids(bt + 1), bt + 1, reason)
-                self.pending = list(ff)
-                self._append_ids(self.pending)
-            if self.stop_check is not None and not self.pending:
-                cut = self.stop_check(bytes(self.text[self.start_len:]))
-                if cut is not None:
-                    self._cut(self.start_len + cut)
-                    stop_reason = "tool"
+        try:
+            while True:
+                session.check_cancelled()
+                t0 = time.perf_counter_ns()
+                if first is not None:  # computed above, before any event
+                    info, first = first, None
+                    t0 -= first_us * 1000
+                else:
+                    info = self._compute_mask(bitmask)
+                mask_us = (time.perf_counter_ns() - t0) // 1000
+                if info.get("stop"):
+                    self._emit_deferred()
+                    self._progress(info)
+                    if not interp.is_accepting():
+                        session.warn(one_line(f"the grammar stopped before it could match: no token can continue "
+                                              f"{bytes(self.text[self.start_len:])[-40:]!r} "
+                                              f"(llguidance: {interp.stop_reason()})"))
                     break
+                rows = backend.logits(self.ids, len(self.pending) + 1)
+                decode_us = (time.perf_counter_ns() - t0) // 1000 - mask_us
+                self._emit_deferred()
+                self._progress(info)
+                self._flush_pending(rows[:-1], decode_us)
+                allowed, n_allowed = mask_from_bitmask(bitmask, self.n_vocab)
+                if n_allowed == 0:
+                    raise EngineError("the grammar allows no token here (llguidance returned an empty mask)")
+                row = rows[-1]
+                row = row[:len(allowed)] if allowed is not None and len(row) > len(allowed) else row
+                temperature = info.get("temperature") or self.temperature
+                light = RowStats.light(row)
+                tid = self._choose(light, allowed, temperature)
+                now = time.perf_counter_ns()
+                fields = dict(latency_us=(now - t_step) // 1000, mask_us=mask_us, allowed=n_allowed)
+                if opts.token_stats:
+                    row = row if StatsWorker.inline else self._row_copy(row)
+                    job = StatsWorker.submit(self._token_stats, row, allowed, tid, light.max)
+                    self._deferred = (tid, job, fields)
+                else:
+                    self.emit_token(tid, TokenKind.GENERATED, **fields)
+                t_step = now
+                try:
+                    bt, ff = interp.commit_token(tid)
+                except (ValueError, RuntimeError) as e:  # e.g. the stop= panic in llguidance 1.9.1
+                    raise EngineError(f"llguidance: {one_line(e)}") from None
+                self._append_ids([tid])
+                is_eos = tid in backend.eos_ids
+                if is_eos and ff[:1] == [tid]:  # llguidance 1.9.1 echoes an accepted EOS: it is no text
+                    ff = ff[1:]
+                if bt == 0 and ff[:1] == [tid] and not is_eos:
+                    self.pending = list(ff[1:])
+                    self._append_ids(self.pending)
+                else:  # the sampled token is hidden, maybe with earlier ones: a backtrack
+                    self._emit_deferred()
+                    reason = "eos" if is_eos else ("stop" if not ff else "grammar")
+                    self.backtrack(self._drop_ids(bt + 1), bt + 1, reason)
+                    self.pending = list(ff)
+                    self._append_ids(self.pending)
+                if self.stop_check is not None and not self.pending:
+                    self._emit_deferred()
+                    cut = self.stop_check(bytes(self.text[self.start_len:]))
+                    if cut is not None:
+                        self._cut(self.start_len + cut)
+                        stop_reason = "tool"
+                        break
+        finally:  # a token chosen before an error or a cancel is still recorded
+            self._emit_deferred()
         if self.pending:  # forced tokens at the very end still get their probabilities
             t0 = time.perf_counter_ns()
             rows = backend.logits(self.ids, len(self.pending) + 1)
