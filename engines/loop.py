@@ -183,9 +183,9 @@ class _Call:
                 raise GrammarError(one_line(f"{what}: the regex {pattern!r} can never match (no text matches it)"))
         self.lowered = lowered
         self.n_vocab = tok.vocab_size
-        # A sampled token's statistics are computed on a worker during the next forward pass and the
-        # token is emitted when that pass returns: (token id, job, Token fields known when it was chosen).
-        self._deferred: tuple | None = None
+        # A sampled token's statistics are computed, and the token emitted, on a worker thread during
+        # the next forward pass; the loop waits for that job before it touches the text again.
+        self._deferred = None
         self._row_copy = RowCopy()
 
     # -- text changes, each mirrored by an event ---------------------------
@@ -232,19 +232,19 @@ class _Call:
         return [Alt(int(i), tb(int(i)), st.prob_masked(int(i)), False)
                 for i in top_k_allowed(st, allowed, self.opts.top_k)]
 
-    def _token_stats(self, row: np.ndarray, allowed: np.ndarray | None, tid: int, row_max: float) -> dict:
-        """The Token fields of a sampled token that need full passes over the row (on the worker)."""
+    def _emit_sampled(self, row: np.ndarray, allowed: np.ndarray | None, tid: int, row_max: float,
+                      fields: dict) -> None:
+        """Emit a sampled token with the statistics that need full passes over its row (on the worker)."""
         st = analyse(row, allowed, self.opts.top_k, row_max)
         top = self._alts(st, allowed)
-        return dict(prob=st.prob_masked(tid), prob_raw=st.prob_raw(tid), top=top,
-                    top_allowed=self._allowed_alts(st, allowed, top))
+        self.emit_token(tid, TokenKind.GENERATED, prob=st.prob_masked(tid), prob_raw=st.prob_raw(tid), top=top,
+                        top_allowed=self._allowed_alts(st, allowed, top), **fields)
 
     def _emit_deferred(self) -> None:
-        """Emit the token whose statistics the worker computed (waits for them: usually done)."""
+        """Wait until the worker has emitted the last sampled token (usually long done)."""
         if self._deferred is not None:
-            tid, job, fields = self._deferred
-            self._deferred = None
-            self.emit_token(tid, TokenKind.GENERATED, **job.result(), **fields)
+            job, self._deferred = self._deferred, None
+            job.result()
 
     def _choose(self, st, allowed, temperature: float) -> int:
         """The next token (a fork replays recorded choices here first)."""
@@ -346,8 +346,7 @@ class _Call:
                 fields = dict(latency_us=(now - t_step) // 1000, mask_us=mask_us, allowed=n_allowed)
                 if opts.token_stats:
                     row = row if StatsWorker.inline else self._row_copy(row)
-                    job = StatsWorker.submit(self._token_stats, row, allowed, tid, light.max)
-                    self._deferred = (tid, job, fields)
+                    self._deferred = StatsWorker.submit(self._emit_sampled, row, allowed, tid, light.max, fields)
                 else:
                     self.emit_token(tid, TokenKind.GENERATED, **fields)
                 t_step = now
