@@ -10,8 +10,9 @@ Per round, each a fresh process:
 * transformers record: the same program under ``record --backend transformers``, on that cached
   conversion (the one-time GGUF conversion is not in it; ``--convert`` times one, separately).
 
-Prints the median of N (and the spread) with ratios against raw, and, from the recorded traces, the
-time to the first token and the load phases.  Targets: record <= 1.3x raw for both.  Run it under the
+Prints the median of N (and the spread) with ratios against raw, the same for each process's CPU time
+(user + system: steadier than wall time on a shared machine), and, from the recorded traces, the time
+to the first token and the load phases.  Targets: record <= 1.3x raw for both.  Run it under the
 model lock, on a machine as quiet as you can get (the load average is printed):
 
     flock /tmp/model.lock .venv/bin/python benchmarks/bench_cold_start.py [-n 7] [--cold] [--convert]
@@ -55,12 +56,23 @@ lm = models.default() + "Hi" + gen(max_tokens=1)
 """
 
 
-def timed(cmd: list[str], env: dict[str, str]) -> float:
+CPU: dict[str, list[float]] = {}  # CPU seconds (user + system) of each timed process, by label
+
+
+def timed(cmd: list[str], env: dict[str, str], label: str | None = None) -> float:
+    """Wall seconds of one process; its CPU seconds go to ``CPU[label]`` (on a machine whose cores
+    are shared, CPU time varies less with the load than wall time)."""
     t = time.perf_counter()
-    r = subprocess.run(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    err = p.stderr.read()
+    p.stderr.close()
+    _, status, ru = os.wait4(p.pid, 0)
     dt = time.perf_counter() - t
-    if r.returncode != 0:
-        raise SystemExit(f"{cmd[:3]} failed ({r.returncode}):\n{r.stderr.decode()[-2000:]}")
+    p.returncode = code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        raise SystemExit(f"{cmd[:3]} failed ({code}):\n{err.decode()[-2000:]}")
+    if label is not None:
+        CPU.setdefault(label, []).append(ru.ru_utime + ru.ru_stime)
     return dt
 
 
@@ -106,13 +118,13 @@ def main() -> None:
     backends = ["llamacpp", "transformers"] if args.backend == "both" else [args.backend]
     figures: dict[str, list[dict[str, float]]] = {}
 
-    def record(backend: str, cache_dir: Path, name: str) -> float:
+    def record(backend: str, cache_dir: Path, name: str, label: str | None = None) -> float:
         env = {**base, "GUIDANCE_TUI_TOKENIZER_CACHE": str(cache_dir)}
         out = tmp / f"{name}.gtt"
         cmd = [CLI, "record", "-q", "-o", str(out), "--force", str(script)]
         if backend == "transformers":
             cmd[2:2] = ["--backend", "transformers"]
-        dt = timed(cmd, env)
+        dt = timed(cmd, env, label)
         figures.setdefault(name.rstrip("0123456789-"), []).append(trace_figures(out))
         return dt
 
@@ -146,22 +158,27 @@ def main() -> None:
     for i in range(args.n):
         for backend in backends:
             if backend == "llamacpp":
-                res.setdefault("llama.cpp raw", []).append(timed([PY, "-c", RAW_LLAMA, model], base))
-                res.setdefault("llama.cpp record", []).append(record(backend, warm_dir, f"llamacpp{i}"))
+                res.setdefault("llama.cpp raw", []).append(timed([PY, "-c", RAW_LLAMA, model], base, "llama.cpp raw"))
+                res.setdefault("llama.cpp record", []).append(record(backend, warm_dir, f"llamacpp{i}", "llama.cpp record"))
                 if args.cold:
                     cold = tmp / f"cold{i}"
-                    res.setdefault("llama.cpp record, cold cache", []).append(record(backend, cold, f"llamacpp-cold{i}"))
+                    res.setdefault("llama.cpp record, cold cache", []).append(record(backend, cold, f"llamacpp-cold{i}",
+                                                                                       "llama.cpp record, cold cache"))
                     shutil.rmtree(cold, ignore_errors=True)
             else:
-                res.setdefault("transformers raw", []).append(timed([PY, "-c", RAW_TRANSFORMERS, str(converted)], base))
-                res.setdefault("transformers record", []).append(record(backend, warm_dir, f"transformers{i}"))
+                res.setdefault("transformers raw", []).append(timed([PY, "-c", RAW_TRANSFORMERS, str(converted)], base,
+                                                                     "transformers raw"))
+                res.setdefault("transformers record", []).append(record(backend, warm_dir, f"transformers{i}",
+                                                                       "transformers record"))
         print(f"  round {i + 1}/{args.n}: " + ", ".join(f"{k} {v[-1]:.2f}" for k, v in res.items())
               + f"  (load {loadavg()})", flush=True)
     print(f"one-token program, fresh processes, median of {args.n} (interleaved); load average now {loadavg()}")
     for k, v in res.items():
         raw = statistics.median(res[k.split()[0] + " raw"])
         m = statistics.median(v)
-        print(f"  {k:30s} {m:6.2f} s  {m / raw:5.2f}x raw   min {min(v):.2f}  max {max(v):.2f}")
+        cpu, cpu_raw = statistics.median(CPU[k]), statistics.median(CPU[k.split()[0] + " raw"])
+        print(f"  {k:30s} {m:6.2f} s  {m / raw:5.2f}x raw   min {min(v):.2f}  max {max(v):.2f}   "
+              f"CPU {cpu:5.2f} s  {cpu / cpu_raw:5.2f}x raw")
     for name, runs in figures.items():
         keys = sorted({k for r in runs for k in r})
         parts = [f"{k} {statistics.median([r[k] for r in runs if k in r]):.2f} s" for k in keys]
