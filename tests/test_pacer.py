@@ -83,13 +83,19 @@ def test_busy_wins_over_a_flood(clock):
     assert pacer.stream_hz == P.STREAM_HZ_BUSY
 
 
-def test_slow_panes_wait_while_the_stream_is_streaming(clock):
+def test_slow_panes_ride_along_with_a_stream_frame_when_due_and_only_then(clock):
     pacer = FramePacer(clock=clock)
     pacer.observe_stream(True, following=True, now=clock())
     assert pacer.streaming
     pacer.begin_tick()
     assert pacer.stream_frame(throttle=True)
-    assert not pacer.slow_with_stream(throttle=True)  # not in the stream's frame
+    assert pacer.slow_with_stream(throttle=True)  # due: one frame draws both
+    pacer.slow_drawn()
+    assert pacer.drew_slow
+    clock.advance(1 / P.STREAM_HZ)
+    pacer.begin_tick()
+    assert pacer.stream_frame(throttle=True)
+    assert not pacer.slow_with_stream(throttle=True)  # not due yet: a stream frame stays small
     assert pacer.slow_pending
     assert not pacer.quiet  # this tick drew the stream: no slow work
     assert not pacer.slow_due(clock())
@@ -98,6 +104,43 @@ def test_slow_panes_wait_while_the_stream_is_streaming(clock):
     assert pacer.quiet and pacer.slow_due(clock())
     pacer.slow_drawn()
     assert not pacer.slow_pending
+
+
+def test_the_tree_takes_new_nodes_only_in_a_frame_that_is_big_anyway(clock):
+    pacer = FramePacer(clock=clock)
+    pacer.observe_stream(True, following=True, now=clock())
+    pacer.tree_fed(clock())
+    clock.advance(1.0)
+    pacer.begin_tick()
+    assert pacer.stream_frame(throttle=True)
+    assert not pacer.tree_due(clock(), n_nodes=10)  # a stream-only frame
+    pacer.slow_drawn()
+    assert pacer.tree_due(clock(), n_nodes=10)  # the slow panes make it whole-screen
+
+
+def test_a_busy_machine_slows_the_ticks_to_the_stream_rate_and_the_slow_panes_to_one_a_second(clock):
+    pacer = FramePacer(clock=clock)
+    assert pacer.tick_hz_now == P.TICK_HZ
+    pacer.observe_cpu(99.0)
+    assert pacer.tick_hz_now == P.STREAM_HZ_BUSY == pacer.stream_hz
+    pacer.observe_stream(True, following=True, now=clock())
+    for _ in range(3):  # every tick may draw the stream: the gap leaves slack for jitter
+        pacer.begin_tick()
+        assert pacer.stream_frame(throttle=True)
+        clock.advance(1 / pacer.tick_hz_now)
+    pacer.slow_drawn()
+    clock.advance(0.9 / P.SLOW_PANE_HZ_BUSY)
+    assert not pacer.slow_with_stream(throttle=True)
+    clock.advance(0.1 / P.SLOW_PANE_HZ_BUSY)
+    assert pacer.slow_with_stream(throttle=True)
+
+
+def test_a_flood_keeps_the_ticks_fast_on_a_busy_machine(clock):
+    pacer = FramePacer(clock=clock)
+    pacer.observe_cpu(99.0)
+    pacer.observe_rate(10**6, clock.advance(0.1))
+    assert pacer.tick_hz_now == P.TICK_HZ  # the events need reading
+    assert pacer.stream_hz == P.STREAM_HZ_BUSY  # but not drawing more often
 
 
 def test_streaming_lasts_a_moment_after_the_last_events(clock):

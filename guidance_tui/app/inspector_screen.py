@@ -1,6 +1,7 @@
 """The inspector screen: one run's panes over a TraceStore, live or replayed.
 
-Live and replay are one code path.  A timer (~30 Hz) pumps the live feed
+Live and replay are one code path.  A timer (~30 Hz; 8 Hz while the machine
+has no idle core, see pacer) pumps the live feed
 (whatever the store gained since the last tick, in one batch, into the token
 index); the pacer decides which panes are drawn for "the store up to the
 cursor seq".  Following a live run keeps the cursor at the end; any scrub
@@ -15,7 +16,7 @@ import os
 import threading
 import time
 
-from textual import on
+from textual import events, on
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
@@ -107,6 +108,9 @@ class InspectorScreen(SearchActions, CompareActions, ForkActions, Screen):
         self._monitor = None
         self._monitor_checked = False
         self._started = time.monotonic()
+        self._paint_wanted = False  # paint at the next idle, not on the update timer (_paint_soon)
+        self._ticker = None  # the timer that calls _drain, _tick_hz times a second
+        self._tick_hz = 0.0
         # Display-lag probe for benchmarks: called with t_us of the newest token each stream frame.
         self.lag_probe = None
 
@@ -139,7 +143,8 @@ class InspectorScreen(SearchActions, CompareActions, ForkActions, Screen):
         self.timeline_bar.live = self.live
         self.apply_theme(self.app.theme_colors())
         self._drain(initial=True)
-        self.set_interval(1.0 / self.pacer.tick_hz, self._drain, name="drain")
+        self._tick_hz = self.pacer.tick_hz_now
+        self._ticker = self.set_interval(1.0 / self._tick_hz, self._drain, name="drain")
         if self.script_run is not None:
             self.run_worker(self._run_script, thread=True, name="script", exit_on_error=False)
         if self.loader is not None and not self.loader.done.is_set():
@@ -260,6 +265,14 @@ class InspectorScreen(SearchActions, CompareActions, ForkActions, Screen):
         self._finish_loading(fb)
         if self.live and not self._ended_said:
             self._announce_end()
+        if pacer.tick_hz_now != self._tick_hz and self._ticker is not None:
+            self._retime(pacer.tick_hz_now)
+
+    def _retime(self, hz: float) -> None:
+        """Tick ``hz`` times a second from now on (the pacer slows the ticks on a busy machine)."""
+        self._ticker.stop()
+        self._tick_hz = hz
+        self._ticker = self.set_interval(1.0 / hz, self._drain, name="drain")
 
     def _finish_loading(self, fb: FeedBatch) -> None:
         loader = self.loader
@@ -330,6 +343,8 @@ class InspectorScreen(SearchActions, CompareActions, ForkActions, Screen):
         pacer = self.pacer
         if not pacer.stream_frame(throttle):
             return
+        if not throttle:
+            self._paint_soon()
         at = self._at(scroll)
         self.token_view.show_at(at)
         if not (throttle and pacer.streaming):
@@ -341,6 +356,22 @@ class InspectorScreen(SearchActions, CompareActions, ForkActions, Screen):
         if pacer.slow_with_stream(throttle):
             self._sync_slow(at)
 
+    def _paint_soon(self) -> None:
+        """Paint what a user's action changed at the screen's next idle with something to paint.
+
+        Textual paints on its update timer, and after a paint that timer sleeps one to two
+        frame periods (1/60 s) before it looks again: an action right after a frame waited
+        up to 33 ms for its own.  Keys that arrive together still share one paint (idle
+        comes once the queued messages are handled)."""
+        self._paint_wanted = True
+
+    def _on_idle(self, event: events.Idle) -> None:
+        # Before Screen._on_idle, which would resume the update timer instead.
+        if self._paint_wanted and (self._dirty_widgets or self._layout_required or self._scroll_required
+                                   or self._repaint_required) and self.is_current:
+            self._paint_wanted = False
+            self._on_timer_update()  # the update timer's own tick (Textual is pinned): layout, then paint
+
     def _sync_slow(self, at: At | None = None) -> None:
         self.pacer.slow_drawn()
         at = at or self._at()
@@ -351,8 +382,8 @@ class InspectorScreen(SearchActions, CompareActions, ForkActions, Screen):
     # -- actions -------------------------------------------------------------
     def _moved(self, moved: bool, scroll: str = "selected") -> None:
         self.pinned = None
-        self._gc_hold.hold(self.call_after_refresh)
         self._sync(scroll=scroll)
+        self._gc_hold.hold(self.call_after_refresh)  # after the panes asked for their paint
 
     def action_step(self, n: int) -> None:
         self._moved(self.cursor.step(n))

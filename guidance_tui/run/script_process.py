@@ -50,6 +50,7 @@ from guidance_tui.run.runner import (
 
 LIVE_FLUSH_S = 0.01  # the child's trace writer flushes this often: the app's display lag floor
 POLL_S = 0.02  # the parent reads the file's new bytes this often
+WATCH_S = 0.1  # while the app reads them (polled_elsewhere), it only checks this often that the child lives
 NOTICE = "guidance-tui: "  # the start of the child's lines the app shows as notices
 CANCEL_GRACE_S = 10.0  # after a cancel, how long the child may take before it is killed
 
@@ -182,7 +183,11 @@ class ScriptProcess:
                     return
                 if not self.polled_elsewhere:
                     self.poll()
-                time.sleep(self.poll_s)
+                    time.sleep(self.poll_s)
+                elif cancel_sent_at is None:  # only watching for the exit: the app reads the file
+                    self._cancel.wait(WATCH_S)
+                else:
+                    time.sleep(self.poll_s)
         except TraceFormatError as e:  # not ours to fix: report it, stop the child, keep the file
             self._note(f"guidance-tui: {e}")
             proc.kill()

@@ -249,9 +249,11 @@ class TokenIndex:
 
     def median_latency(self) -> float:
         """Median latency of generated tokens: from a strided sample of at most
-        8k tokens, recomputed each time the run doubles."""
+        8k tokens, recomputed each time the run doubles.  (A new median recolours
+        every token on screen: recomputed on every new token, the first 64 of a live
+        run each redrew the whole stream.)"""
         n = self.n
-        if n >= 2 * self._median_at or (n > self._median_at and n < 64):
+        if n >= 2 * self._median_at and n > self._median_at:
             step = max(1, n // 8192)
             lats = sorted(compress(self.latency[::step], map(GENERATED.__eq__, self.kind[::step])))
             self._median_latency = float(lats[len(lats) // 2]) if lats else 0.0

@@ -8,11 +8,84 @@ every call into Textual internals (Textual is pinned).
 
 from __future__ import annotations
 
+from rich.segment import Segment
+from rich.style import Style
 from textual.geometry import Size
 from textual.scroll_view import ScrollView
+from textual.scrollbar import ScrollBar
+from textual.strip import Strip
+
+
+class LineScrollBar(ScrollBar):
+    """A vertical scrollbar drawn as Strips, kept until it moves.
+
+    Textual's draws a Rich renderable through the visual pipeline on every
+    repaint: the two scrollbars of a seek (the stream's and the tree's) cost
+    as much as the lines of the stream.  Same bar, same segments (Textual's
+    ``render_bar``), one Strip per row."""
+
+    def __init__(self, vertical: bool = True, name: str | None = None, *, thickness: int = 1) -> None:
+        super().__init__(vertical, name, thickness=thickness)
+        self._bar_key: tuple | None = None  # what _bar_rows were drawn for
+        self._bar_rows: list[Strip] = []
+        self._bar_segments: tuple | None = None  # the segments and base style _bar_rows were drawn from
+        self._rows_now: list[Strip] | None = None  # the rows of the repaint under way
+        self._shown_rows: list[Strip] | None = None  # the rows last painted or asked for
+
+    def refresh(self, *regions, repaint: bool = True, layout: bool = False, recompose: bool = False):
+        # A scroll view sets three reactives of its bar on every change of its line count: a
+        # live stream grows a line at a time, the thumb moves an eighth of a cell now and then,
+        # and a repainted bar makes the frame every row of the view tall.  Unchanged rows: no repaint.
+        if (self.vertical and not (regions or layout or recompose) and self._shown_rows is not None
+                and self.is_mounted and self.parent is not None and self.size.height):
+            rows = self._rows()
+            if rows is self._shown_rows or rows == self._shown_rows:
+                return self
+            self._shown_rows = rows
+        return super().refresh(*regions, repaint=repaint, layout=layout, recompose=recompose)
+
+    def render_lines(self, crop):
+        if self.vertical:
+            self._rows_now = None  # the bar is looked at once a repaint, not once a row
+        return super().render_lines(crop)
+
+    def render_line(self, y: int) -> Strip:
+        if not self.vertical:
+            return super().render_line(y)
+        rows = self._rows_now
+        if rows is None:
+            rows = self._rows_now = self._shown_rows = self._rows()
+        return rows[y] if 0 <= y < len(rows) else Strip.blank(self.size.width, self.visual_style.rich_style)
+
+    def _rows(self) -> list[Strip]:
+        bar = self.render()  # a ScrollBarRender: what Textual would draw, not yet drawn
+        width, height = self.size
+        base = self.visual_style.rich_style
+        key = (width, height, bar.virtual_size, bar.window_size, bar.position, bar.style, base)
+        if key != self._bar_key:
+            self._bar_key = key
+            style = bar.style if isinstance(bar.style, Style) else Style.parse(str(bar.style))
+            segments = bar.render_bar(size=height, virtual_size=bar.virtual_size, window_size=bar.window_size,
+                                      position=bar.position, thickness=width, vertical=True,
+                                      back_color=style.bgcolor or Style.parse("on #555555").bgcolor,
+                                      bar_color=style.color or Style.parse("bright_magenta").color).segments
+            if (segments, base) != self._bar_segments:  # most changes of a long list's size move no eighth of a cell
+                self._bar_segments = (segments, base)
+                self._bar_rows = [Strip([Segment(seg.text, base + seg.style)], width) for seg in segments]
+        return self._bar_rows
 
 
 class LineList(ScrollView):
+    @property
+    def vertical_scrollbar(self) -> ScrollBar:
+        """Textual's property (``Widget.vertical_scrollbar``), with a :class:`LineScrollBar`."""
+        if self._vertical_scrollbar is None:
+            bar = self._vertical_scrollbar = LineScrollBar(vertical=True, name="vertical",
+                                                            thickness=self.scrollbar_size_vertical)
+            bar.display = False
+            self.app._start_widget(self, bar)
+        return self._vertical_scrollbar
+
     @property
     def top_line(self) -> int:
         return self.scroll_offset.y

@@ -3,6 +3,8 @@ cursor position in tokens and events, and whether the view follows a live run.""
 
 from __future__ import annotations
 
+import bisect
+
 from textual import events
 from textual.message import Message
 
@@ -13,6 +15,21 @@ from guidance_tui.widgets.styles import Styles
 
 def fmt_speed(speed: float) -> str:
     return f"{speed:g}×"
+
+
+def mark_cells(seqs, scale: float) -> set[int]:
+    """``{round(s * scale) for s in seqs}`` for sorted ``seqs``, in a step per cell, not per
+    seq: a long run has tens of thousands of backtracks and the track some 80 cells."""
+    cells: set[int] = set()
+    i, n = 0, len(seqs)
+    while i < n:
+        x = int(round(seqs[i] * scale))
+        cells.add(x)
+        j = bisect.bisect_left(seqs, (x + 0.5) / scale, i + 1)  # past the seqs that land on x
+        while j > i + 1 and int(round(seqs[j - 1] * scale)) != x:  # (float error at the boundary)
+            j -= 1
+        i = j
+    return cells
 
 
 class TimelineBar(RunsBar):
@@ -31,8 +48,8 @@ class TimelineBar(RunsBar):
         self.text_styles = Styles()
         self._key = None
         self._track = (0, 0)  # x, width of the track, for clicks
-        self._marks_key: tuple | None = None
-        self._marks_cache: set[int] = set()
+        self._marks_key: tuple | None = None  # (end, backtracks) the cached marks are for
+        self._marks_cache: dict[int, set[int]] = {}  # track width -> its cells holding a backtrack
 
     def show_at(self, at: At) -> None:
         self.sync()
@@ -93,14 +110,17 @@ class TimelineBar(RunsBar):
         return runs
 
     def _marks(self, track_w: int, end: int) -> set[int]:
-        """Track cells holding a backtrack (cached: a long run has thousands)."""
+        """Track cells holding a backtrack (cached: a long run has thousands).  The track's
+        width follows the digits of the position, so a seek often swaps between two or three
+        widths: each keeps its own set."""
         bts = self.cursor.index.bt_seqs
-        key = (track_w, end, len(bts))
-        if key != self._marks_key:
-            scale = (track_w - 1) / end
-            self._marks_cache = {int(round(s * scale)) for s in bts}
-            self._marks_key = key
-        return self._marks_cache
+        if self._marks_key != (end, len(bts)):
+            self._marks_key = (end, len(bts))
+            self._marks_cache = {}
+        marks = self._marks_cache.get(track_w)
+        if marks is None:
+            marks = self._marks_cache[track_w] = mark_cells(bts, (track_w - 1) / end)
+        return marks
 
     def on_click(self, event: events.Click) -> None:
         x0, w = self._track

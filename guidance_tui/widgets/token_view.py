@@ -32,6 +32,9 @@ from guidance_tui.state.token_index import NEVER, TokenIndex
 from guidance_tui.state.token_text import NEWLINE, glyphs
 
 
+MEDIAN_SLACK = 0.1  # the latency median tokens are drawn against changes when it moves more than this
+
+
 @dataclass
 class ViewOptions:
     color_metric: str = "probability"
@@ -90,6 +93,8 @@ class TokenView(LineList, can_focus=True):
         if relayout:
             self._hidden_count = -1
             self._relayout()
+        if "latency" in (self.options.color_metric, self.options.underline_metric):
+            self._median = self.index.median_latency()  # every line is drawn again below
         self._restyle()
 
     def set_highlight(self, span: tuple[int, int] | None) -> None:
@@ -159,7 +164,10 @@ class TokenView(LineList, can_focus=True):
         self.selected = selected
         if "latency" in (self.options.color_metric, self.options.underline_metric):
             median = idx.median_latency()
-            if median != self._median:
+            # A new median recolours every line (a whole-view repaint): while a run streams
+            # in, one within MEDIAN_SLACK of the drawn one changes too few tokens to be worth it.
+            drawn = self._median
+            if median != drawn and not (0 < drawn and abs(median - drawn) <= MEDIAN_SLACK * drawn):
                 self._median = median
                 self._style_gen += 1
                 full = True
@@ -188,10 +196,15 @@ class TokenView(LineList, can_focus=True):
         idx = self.index
         lo_seq, hi_seq = min(old_seq, seq), max(old_seq, seq)
         tokens = [t for t in (old_sel, sel, idx.token_at(lo_seq) + 1, idx.token_at(hi_seq)) if 0 <= t < idx.n]
-        # tokens struck or unstruck by backtracks between the two positions
+        # tokens struck or unstruck by backtracks between the two positions: lines grow with
+        # tokens, so the first and the last of them bound the lines (a long seek passes thousands)
         a, b = bisect.bisect_right(idx.bt_seqs, lo_seq), bisect.bisect_right(idx.bt_seqs, hi_seq)
-        for bt in idx.backtracks[a:b]:
-            tokens.extend(bt.removed[:1])
+        if b - a > 256:  # cheaper to redraw the whole view than to look at each of them
+            self.refresh()
+            return
+        firsts = [bt.removed[0] for bt in idx.backtracks[a:b] if bt.removed]
+        if firsts:
+            tokens += (min(firsts), max(firsts))
         lay = self.layout_
         lines = [lay.line_of(t) for t in tokens] + [old_lines - 1, self._lines - 1]
         y0, y1 = max(0, min(lines)), max(lines)
@@ -290,7 +303,7 @@ class TokenView(LineList, can_focus=True):
         hide = opts.hide_backtracked
         removed_at = idx.removed_at
         metric, umetric = opts.color_metric, opts.underline_metric
-        median = idx.median_latency() if "latency" in (metric, umetric) else 0.0
+        median = self._median  # the one the line cache is keyed on (through _style_gen)
         hl = self.highlight
         seqs, kinds, probs, lats, data = idx.seqs, idx.kind, idx.prob, idx.latency, idx.data
         ws = opts.show_whitespace
