@@ -27,6 +27,10 @@ class Backend(abc.ABC):
     vocab_size: int = 0
     bos_id: int | None = None
     eos_ids: tuple[int, ...] = ()
+    #: The forward pass keeps every CPU core busy (a model on the CPU): work handed to another thread
+    #: during it takes a core from it, so the loop computes token statistics inline.  False where the
+    #: pass runs on a GPU or leaves cores idle: there the statistics overlap it (engines.token_stats).
+    forward_uses_every_core: bool = True
 
     @abc.abstractmethod
     def tokenize(self, data: bytes, *, add_bos: bool) -> list[int]:

@@ -123,6 +123,8 @@ class LlamaCppBackend(Backend):
         elif self.model_id in _tokenizer_holders:
             # The tokenizer built for an earlier backend of this file tokenizes with the newest live model.
             _tokenizer_holders[self.model_id].set(self._vocab)
+        offloaded = n_gpu_layers != 0 and bool(llama_cpp.llama_supports_gpu_offload())
+        self.forward_uses_every_core = not offloaded and threads >= (os.cpu_count() or 1)
         self._batch = llama_cpp.llama_batch_init(self.n_batch, 0, 1)
         self._cached: list[int] = []
         self._bytes_cache: dict[int, bytes] = {}

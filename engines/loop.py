@@ -345,8 +345,10 @@ class _Call:
                 now = time.perf_counter_ns()
                 fields = dict(latency_us=(now - t_step) // 1000, mask_us=mask_us, allowed=n_allowed)
                 if opts.token_stats:
-                    row = row if StatsWorker.inline else self._row_copy(row)
-                    self._deferred = StatsWorker.submit(self._emit_sampled, row, allowed, tid, light.max, fields)
+                    inline = StatsWorker.runs_inline(backend)
+                    row = row if inline else self._row_copy(row)
+                    self._deferred = StatsWorker.submit(self._emit_sampled, row, allowed, tid, light.max, fields,
+                                                        inline=inline)
                 else:
                     self.emit_token(tid, TokenKind.GENERATED, **fields)
                 t_step = now

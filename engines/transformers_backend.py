@@ -158,6 +158,7 @@ class TransformersBackend(Backend):
             raise ModelLoadError(f"model not readable: {path}")
         self.dtype = _dtype(dtype)
         self.device = _device(device)
+        self.forward_uses_every_core = self.device.type == "cpu"
         if n_threads:
             torch.set_num_threads(n_threads)
         self._progress = Progress(enabled=progress, eager=True)  # its loads take seconds: say so at once

@@ -111,6 +111,7 @@ PROGRAMS = [
 
 
 def test_the_worker_thread_records_exactly_what_a_serial_loop_records(lm0, monkeypatch):
+    monkeypatch.setattr(StatsWorker, "inline", False)
     worker = _trace(lm0, PROGRAMS)
     monkeypatch.setattr(StatsWorker, "inline", True)
     serial = _trace(lm0, PROGRAMS)
@@ -138,3 +139,24 @@ def test_a_slow_worker_still_reads_the_row_it_was_given(lm0, monkeypatch):
     monkeypatch.setattr(StatsWorker, "inline", False)
     monkeypatch.setattr(loop, "analyse", slow)
     assert _trace(lm0, serial_programs) == serial
+
+
+@pytest.mark.parametrize("every_core", [True, False])
+def test_statistics_move_to_the_worker_only_where_the_forward_pass_leaves_cores_idle(lm0, monkeypatch, every_core):
+    import threading
+
+    import engines.loop as loop
+
+    threads = set()
+    real = loop.analyse
+
+    def spy(*args, **kw):
+        threads.add(threading.current_thread().name)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(StatsWorker, "inline", None)
+    monkeypatch.setattr(lm0.engine.backend, "forward_uses_every_core", every_core)
+    monkeypatch.setattr(loop, "analyse", spy)
+    lm0 + "Hello" + gen(max_tokens=3)
+    on_worker = any(name.startswith("token-stats") for name in threads)
+    assert on_worker is (not every_core)
