@@ -12,6 +12,7 @@ import ctypes
 import os
 import threading
 import time
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,9 @@ from .progress import Progress
 
 _tokenizer_cache: dict[str, object] = {}
 _tokenizer_holders: dict[str, object] = {}  # model id -> tokenizer_cache.VocabHolder of its tokenizer
+# The tokenizer of a model file tokenizes with the vocabulary of one live backend of that file: the one
+# that made the last grammar call, and when that one is freed, another live one (never a freed one).
+_live_vocabs: dict[str, dict[int, object]] = {}  # model id -> {id(backend): its llama vocab pointer}
 _sliced: set[str] = set()  # model ids whose cached tokenizer has llguidance's mask "slices"
 #: The first tokenizer is built without llguidance's mask "slices": they double the build (~0.7 s more
 #: on 262k tokens, interpreter lock held, at every cold start) and change no mask, only what a mask
@@ -42,7 +46,7 @@ def _silence_llama_log(llama_cpp) -> None:
 
         _log_callback = _quiet  # keep a reference: the C side holds only the pointer
         llama_cpp.llama_log_set(_log_callback, ctypes.c_void_p(0))
-_tokenizer_lock = threading.Lock()
+_tokenizer_lock = threading.RLock()  # re-entrant: a backend collected while it is held releases its vocabulary
 
 
 def _first_slices():
@@ -60,6 +64,16 @@ def piece_bytes(ll, vocab, token_id: int) -> bytes:
         buf = ctypes.create_string_buffer(-n)
         n = ll.llama_token_to_piece(vocab, token_id, buf, -n, 0, True)
     return bytes(buf[:max(n, 0)])
+
+def _release_vocab(model_id: str, key: int) -> None:
+    """A backend is closed or collected: its vocabulary must no longer serve the shared tokenizer."""
+    with _tokenizer_lock:
+        live = _live_vocabs.get(model_id, {})
+        vocab = live.pop(key, None)
+        holder = _tokenizer_holders.get(model_id)
+        if vocab is not None and holder is not None:
+            holder.release(vocab, next(reversed(live.values()), None))
+
 
 class LlamaCppBackend(Backend):
     name = "llama.cpp"
@@ -126,6 +140,8 @@ class LlamaCppBackend(Backend):
         offloaded = n_gpu_layers != 0 and bool(llama_cpp.llama_supports_gpu_offload())
         self.forward_uses_every_core = not offloaded and threads >= (os.cpu_count() or 1)
         self._batch = llama_cpp.llama_batch_init(self.n_batch, 0, 1)
+        _live_vocabs.setdefault(self.model_id, {})[id(self)] = self._vocab
+        self._release = weakref.finalize(self, _release_vocab, self.model_id, id(self))
         self._cached: list[int] = []
         self._bytes_cache: dict[int, bytes] = {}
         self.threads = threads
@@ -171,6 +187,7 @@ class LlamaCppBackend(Backend):
         with _tokenizer_lock:
             tok = _tokenizer_cache.get(self.model_id)
             if tok is not None:
+                _tokenizer_holders[self.model_id].set(self._vocab)  # this call's own, live vocabulary
                 if self.model_id not in _sliced and self._steps >= SLICES_AFTER_STEPS:
                     from llguidance import LLTokenizer
 
@@ -300,6 +317,9 @@ class LlamaCppBackend(Backend):
 
     def close(self) -> None:
         with self.lock:  # never free the context under a call running on another thread
+            release = getattr(self, "_release", None)
+            if release is not None:
+                release()  # before the model (and its vocabulary) is freed
             if getattr(self, "_batch", None) is not None:
                 self._ll.llama_batch_free(self._batch)
                 self._batch = None

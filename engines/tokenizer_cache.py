@@ -180,6 +180,10 @@ def save(key: str, tokens: list[bytes], eos: list[int]) -> None:
 
 
 # -- building the native tokenizer -----------------------------------------------------------------
+def address(vocab) -> int:
+    return vocab if isinstance(vocab, int) else ctypes.cast(vocab, ctypes.c_void_p).value
+
+
 class VocabHolder:
     """The vocabulary the tokenizer's ``llama_tokenize`` calls go to; may be set after the build starts."""
 
@@ -193,8 +197,13 @@ class VocabHolder:
         self.fptr = ctypes.cast(self.trampoline, ctypes.c_void_p).value
 
     def set(self, vocab) -> None:
-        self._vocab = vocab if isinstance(vocab, int) else ctypes.cast(vocab, ctypes.c_void_p).value
+        self._vocab = address(vocab)
         self._ready.set()
+
+    def release(self, vocab, successor=None) -> None:
+        """``vocab`` is about to be freed: tokenize with ``successor`` (a live model's), or not at all."""
+        if self._vocab is not None and self._vocab == address(vocab):
+            self._vocab = address(successor) if successor is not None else None
 
     def fail(self) -> None:
         self._failed = True

@@ -308,3 +308,38 @@ def test_the_slices_come_once_enough_tokens_were_decoded(gemma, monkeypatch):
     assert second is not first and gemma.model_id in mod._sliced and "slices" in gemma.tokenizer_timings
     assert gemma.ll_tokenizer() is second  # once
     assert second.tokenize_str(TEXTS[2]) == first.tokenize_str(TEXTS[2])
+
+
+FREED_BACKEND = """
+import gc, sys
+from engines.default_model import default_model_path
+from engines.llamacpp import LlamaCppBackend
+
+path = default_model_path()
+a = LlamaCppBackend(path, n_ctx=512)
+tok = a.ll_tokenizer()
+want = tok.tokenize_str("hello world, again")
+for how in ("close", "collect"):
+    b = LlamaCppBackend(path, n_ctx=512)  # the shared tokenizer now tokenizes with b's vocabulary
+    assert b.ll_tokenizer() is tok
+    if how == "close":
+        b.close()
+    del b
+    gc.collect()
+    assert tok.tokenize_str("hello world, again") == want, how  # with a's, not the freed one's
+    assert a.ll_tokenizer().tokenize_str("hello world, again") == want
+print("ok")
+"""
+
+
+def test_the_shared_tokenizer_never_tokenizes_with_a_freed_models_vocabulary(tmp_path):
+    """Two backends of one file share one llguidance tokenizer; closing or dropping the newer one
+    used to leave it calling llama_tokenize on freed memory (a segfault)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {**os.environ, "GUIDANCE_TUI_TOKENIZER_CACHE": str(tmp_path)}
+    r = subprocess.run([sys.executable, "-c", FREED_BACKEND], capture_output=True, text=True, env=env,
+                       cwd=Path(__file__).resolve().parent.parent, timeout=300)
+    assert r.returncode == 0 and r.stdout.strip().endswith("ok"), (r.returncode, r.stderr[-2000:])
