@@ -18,7 +18,8 @@ interpreter lock held).  This module
   the live model's vocabulary (waiting for it if the model is still loading); for transformers the
   trampoline calls the Hugging Face tokenizer's ``encode`` (:class:`PyTokenize`).  Same token bytes, same
   tokenizer function: the same ``LLTokenizer``;
-* for llama.cpp, can build it on a thread *while the model loads* (opt-in, see engines.llamacpp): the
+* for llama.cpp, builds it on a thread *while the model loads* (by default with more than one core, see
+  engines.llamacpp; llama.cpp's log callback must then be native, not Python): the
   build holds the interpreter lock, so it starts only once the load has entered llama.cpp's C code
   (:func:`loading`), and the two run on two cores at once.
 """
