@@ -3,7 +3,7 @@
 On a 262k vocabulary every full pass costs ~0.05-0.2 ms, and a fresh 1 MB array costs as much again
 (glibc maps it anew and the kernel clears its pages): so each pass is done once, into buffers kept per
 thread.  A step is one max, one exp, one sum, one masked dot product when the grammar masks anything, and
-k argmax passes for the top-k.  The arithmetic is that of a plain ``np.exp(row - m).sum()``: the
+one compare pass for the top-k.  The arithmetic is that of a plain ``np.exp(row - m).sum()``: the
 recorded numbers do not depend on the buffers.
 """
 
@@ -114,8 +114,8 @@ def top_k_allowed(stats: RowStats, allowed: np.ndarray, k: int) -> np.ndarray:
     """The ``k`` allowed ids with the highest logits, best first (the top-k after the mask).
 
     Allowed tokens more than ``_PREFILTER`` below the best allowed one have a renormalised
-    p < 2e-9 and are left out.  Usually the raw pre-filter already holds k allowed ids (no
-    extra pass); otherwise one pass over the mask finds the allowed ids.
+    p < 2e-9 and are left out.  Usually the ids near the raw max (one pass, kept in ``stats``)
+    hold k allowed ones; otherwise one pass over the mask finds the allowed ids.
     """
     row = stats.row
     near = stats.near_ids()

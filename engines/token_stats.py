@@ -2,11 +2,13 @@
 
 Choosing a token needs only the mask and an argmax (or a draw); its probabilities before and
 after the mask and both top-k lists need full passes over the vocabulary (~0.4 ms on 262k, more
-in the loop with cold caches).  None of that is on the path to the next token, so the loop hands
-it to one worker thread, which emits the token; the loop waits for that job before it changes
-the text again (after the next pass, or before a backtrack).  NumPy and llama.cpp both
-release the interpreter lock, so the two run at once; the numbers are the same ones a serial
-loop computes, from a copy of the row (llama.cpp overwrites its logits buffer on the next decode).
+in the loop with cold caches).  None of that is on the path to the next token, so where the
+forward pass leaves a core to spare the loop hands it to one worker thread, which emits the
+token; the loop waits for that job before it changes the text again (after the next pass, or
+before a backtrack).  NumPy and llama.cpp both release the interpreter lock, so the two run at
+once; the numbers are the same ones a serial loop computes, from a copy of the row (llama.cpp
+overwrites its logits buffer on the next decode).  Where the pass uses every core the job runs
+inline (:class:`StatsWorker`).
 """
 
 from __future__ import annotations
