@@ -153,20 +153,10 @@ class _Call:
 
     def __init__(self, engine: Engine, text: bytes, lowered: Lowered, node_id: int,
                  stop_check: Callable[[bytes], int | None] | None) -> None:
-        self.engine = engine
-        self.backend = engine.backend
-        self.opts = engine.options
-        self.store = engine.session.store
-        self.node_id = node_id
-        self.stop_check = stop_check
-        self.text = bytearray(text)
-        self.start_len = len(text)
+        self._start_text(engine, text, node_id, stop_check)
         self.ids: list[int] = []
         self.lens: list[int] = []  # byte length of each id in self.ids, as it is in self.text
         self.pending: list[int] = []  # forced tokens whose probabilities wait for the next logits
-        self.spans: list[tuple[int, int, float]] = []  # (pos, len, log-prob) of kept sampled/forced tokens
-        self.result = CallResult(b"")
-        self.raw_captures: list[tuple[str, bytes]] = []
         self.temperature = self.opts.temperature
         self.top_p = self.opts.top_p
         tok = self.backend.ll_tokenizer()
@@ -183,10 +173,26 @@ class _Call:
                 raise GrammarError(one_line(f"{what}: the regex {pattern!r} can never match (no text matches it)"))
         self.lowered = lowered
         self.n_vocab = tok.vocab_size
-        # A sampled token's statistics are computed, and the token emitted, on a worker thread during
-        # the next forward pass; the loop waits for that job before it touches the text again.
+        # A sampled token's statistics are computed, and the token emitted, by a job: inline, or on a
+        # worker thread during the next forward pass (engines.token_stats); the loop waits for that
+        # job before it touches the text again.
         self._deferred = None
         self._row_copy = RowCopy()
+
+    def _start_text(self, engine: Engine, text: bytes, node_id: int,
+                    stop_check: Callable[[bytes], int | None] | None) -> None:
+        """The state every kind of call keeps about the text it extends and the events it records."""
+        self.engine = engine
+        self.backend = engine.backend
+        self.opts = engine.options
+        self.store = engine.session.store
+        self.node_id = node_id
+        self.stop_check = stop_check
+        self.text = bytearray(text)
+        self.start_len = len(text)
+        self.spans: list[tuple[int, int, float]] = []  # (pos, len, log-prob) of kept sampled/forced tokens
+        self.result = CallResult(b"")
+        self.raw_captures: list[tuple[str, bytes, int]] = []  # (name, value, where it starts)
 
     # -- text changes, each mirrored by an event ---------------------------
     def emit_token(self, tid: int, kind: TokenKind, *, prob: float = NAN, prob_raw: float = NAN,

@@ -37,19 +37,9 @@ class RemoteCall(_Call):
 
     def __init__(self, engine, text: bytes, lowered: Lowered, node_id: int, stop_check, temperature: float) -> None:
         # Not _Call.__init__: no local interpreter over a prompt, no logits.
-        self.engine = engine
-        self.backend = engine.backend
+        self._start_text(engine, text, node_id, stop_check)
         self.remote = engine.remote
         self.dialect = engine.remote.dialect
-        self.opts = engine.options
-        self.store = engine.session.store
-        self.node_id = node_id
-        self.stop_check = stop_check
-        self.text = bytearray(text)
-        self.start_len = len(text)
-        self.spans: list[tuple[int, int, float]] = []
-        self.result = CallResult(b"")
-        self.raw_captures: list = []
         self.temperature = temperature
         self.lowered = lowered
         self.tok = engine.remote.tokenizer
