@@ -195,8 +195,8 @@ class LlamaCppBackend(Backend):
             return
         if cached is None:
             return
-        tokens, eos = cached
-        self._tok_holder = tokenizer_cache.VocabHolder(llama_cpp)
+        tokens, eos, answers = cached
+        self._tok_holder = tokenizer_cache.VocabHolder(llama_cpp, answers)
         overlap = os.environ.get("GUIDANCE_TUI_TOKENIZER_OVERLAP", "1" if (os.cpu_count() or 1) > 1 else "0")
         if overlap == "1":
             # Measured on 2 cores, quiet: load + build 0.88 s overlapped against 1.13-1.23 s one after
@@ -229,6 +229,8 @@ class LlamaCppBackend(Backend):
                             tok = builder.wait()
                 except Exception:  # noqa: BLE001 - fall back to a fresh build
                     tok = None
+                if tok is not None and not self._tok_holder.confirm():  # never seen: a cache that lies
+                    tok = None
                 # The cache is keyed by the file; still check what the live model says.
                 if tok is not None and (builder.eos != list(self.eos_ids) or len(builder.tokens) != self.vocab_size):
                     tok = None
@@ -256,14 +258,16 @@ class LlamaCppBackend(Backend):
         t0 = time.perf_counter()
         tokens = tokenizer_cache.read_tokens(self._ll, self._vocab, n_vocab=self.vocab_size)
         self.tokenizer_timings["read_vocab"] = time.perf_counter() - t0
-        if self._tok_holder is None:
-            self._tok_holder = tokenizer_cache.VocabHolder(self._ll)
-            self._tok_holder.set(self._vocab)
+        holder = tokenizer_cache.VocabHolder(self._ll)  # a fresh one: the old one may hold wrong answers
+        holder.set(self._vocab)
+        holder.recorded = {}
         t0 = time.perf_counter()
-        tok = tokenizer_cache.build(self._tok_holder, tokens, list(self.eos_ids), _first_slices())
+        tok = tokenizer_cache.build(holder, tokens, list(self.eos_ids), _first_slices())
         self.tokenizer_timings["build"] = time.perf_counter() - t0
+        answers, holder.recorded = holder.recorded, None
+        self._tok_holder = holder
         if self._tok_key is not None:
-            tokenizer_cache.save(self._tok_key, tokens, list(self.eos_ids))
+            tokenizer_cache.save(self._tok_key, tokens, list(self.eos_ids), answers)
         return tok
 
     def chat_template(self) -> str | None:

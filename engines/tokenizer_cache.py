@@ -21,7 +21,9 @@ interpreter lock held).  This module
 * for llama.cpp, builds it on a thread *while the model loads* (by default with more than one core, see
   engines.llamacpp; llama.cpp's log callback must then be native, not Python): the
   build holds the interpreter lock, so it starts only once the load has entered llama.cpp's C code
-  (:func:`loading`), and the two run on two cores at once.
+  (:func:`loading`), and the two run on two cores at once.  The build's own ``llama_tokenize`` calls
+  (one, on Gemma) are answered from the cache until the model is there (:class:`VocabHolder`), so it
+  need not wait for the load halfway through.
 """
 
 from __future__ import annotations
@@ -36,8 +38,9 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import NamedTuple
 
-FORMAT = 2  # 1: a JSON header, token lengths and the bytes; 2: marshal
+FORMAT = 3  # 1: a JSON header, token lengths and the bytes; 2: marshal; 3: + the build's tokenize answers
 MAGIC = b"GTUITOK\x00"
 _MIB = 1 << 20
 _PIECE_BUF = 16 * 1024  # what llguidance's helper uses
@@ -126,13 +129,25 @@ def read_tokens(llama_cpp, vocab, n_vocab: int | None = None) -> list[bytes]:
 
 
 # -- the cache file --------------------------------------------------------------------------------
-def _encode(tokens: list[bytes], eos: list[int]) -> bytes:
-    payload = marshal.dumps({"format": FORMAT, "eos": [int(e) for e in eos], "tokens": [bytes(t) for t in tokens]})
+class Entry(NamedTuple):
+    """A cache file's contents."""
+
+    tokens: list[bytes]
+    eos: list[int]
+    #: What ``llama_tokenize`` returned for each call the native build made ((text, add_special,
+    #: parse_special) -> ids): the build can then finish before the model is loaded (VocabHolder).
+    answers: dict = {}
+
+
+def _encode(tokens: list[bytes], eos: list[int], answers: dict | None = None) -> bytes:
+    payload = marshal.dumps({"format": FORMAT, "eos": [int(e) for e in eos], "tokens": [bytes(t) for t in tokens],
+                             "answers": [[bytes(k[0]), bool(k[1]), bool(k[2]), [int(i) for i in v]]
+                                         for k, v in (answers or {}).items()]})
     return MAGIC + hashlib.sha256(payload).digest() + payload
 
 
-def _decode(data: bytes) -> tuple[list[bytes], list[int]]:
-    """The (tokens, eos ids) of a cache file; ValueError when it is not one, intact, of this format.
+def _decode(data: bytes) -> Entry:
+    """The contents of a cache file; ValueError when it is not one, intact, of this format.
 
     The checksum comes first: ``marshal`` reads only what it wrote, and the file is the user's own."""
     if len(data) < len(MAGIC) + 33 or not data.startswith(MAGIC):
@@ -144,15 +159,21 @@ def _decode(data: bytes) -> tuple[list[bytes], list[int]]:
     obj = marshal.loads(payload)
     if type(obj) is not dict or obj.get("format") != FORMAT:
         raise ValueError("format")
-    tokens, eos = obj.get("tokens"), obj.get("eos")
+    tokens, eos, answers = obj.get("tokens"), obj.get("eos"), obj.get("answers")
     if type(tokens) is not list or type(eos) is not list or not set(map(type, tokens)) <= {bytes} \
-            or not set(map(type, eos)) <= {int}:
+            or not set(map(type, eos)) <= {int} or type(answers) is not list:
         raise ValueError("contents")
-    return tokens, eos
+    calls = {}
+    for a in answers:
+        if type(a) is not list or len(a) != 4 or type(a[0]) is not bytes or type(a[1]) is not bool \
+                or type(a[2]) is not bool or type(a[3]) is not list or not set(map(type, a[3])) <= {int}:
+            raise ValueError("contents")
+        calls[(a[0], a[1], a[2])] = tuple(a[3])
+    return Entry(tokens, eos, calls)
 
 
-def load(key: str) -> tuple[list[bytes], list[int]] | None:
-    """The cached (tokens, eos ids), or None.  A damaged file is removed."""
+def load(key: str) -> Entry | None:
+    """The cached entry, or None.  A damaged file is removed."""
     path = cache_path(key)
     try:
         data = path.read_bytes()
@@ -168,13 +189,13 @@ def load(key: str) -> tuple[list[bytes], list[int]] | None:
         return None
 
 
-def save(key: str, tokens: list[bytes], eos: list[int]) -> None:
+def save(key: str, tokens: list[bytes], eos: list[int], answers: dict | None = None) -> None:
     """Write atomically; a cache that cannot be written is only slower, never an error."""
     path = cache_path(key)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        tmp.write_bytes(_encode(tokens, eos))
+        tmp.write_bytes(_encode(tokens, eos, answers))
         os.replace(tmp, path)
     except OSError:
         pass
@@ -186,14 +207,23 @@ def address(vocab) -> int:
 
 
 class VocabHolder:
-    """The vocabulary the tokenizer's ``llama_tokenize`` calls go to; may be set after the build starts."""
+    """The vocabulary the tokenizer's ``llama_tokenize`` calls go to; may be set after the build starts.
 
-    def __init__(self, llama_cpp) -> None:
+    The native build tokenizes a little (``b"a"``, to see whether the tokenizer adds a space) about
+    halfway through; waiting there for the model load kept it idle ~0.2 s of a 1 s cold start.  The
+    cache keeps those answers (``answers``), so before the vocabulary is set they come from it
+    (``replayed``) and :meth:`confirm` checks them against the live model afterwards.  A call that is
+    not among them still waits.  ``recorded`` (when a dict) collects the live calls, to be cached."""
+
+    def __init__(self, llama_cpp, answers: dict | None = None) -> None:
         addr = ctypes.cast(llama_cpp.llama_cpp._lib.llama_tokenize, ctypes.c_void_p).value
         self._real = _TOKENIZE_PROTO(addr)  # calling through ctypes releases the interpreter lock
         self._vocab: int | None = None
         self._ready = threading.Event()
         self._failed = False
+        self._answers = dict(answers or {})
+        self.replayed: dict = {}
+        self.recorded: dict | None = None
         self.trampoline = _TOKENIZE_PROTO(self._tokenize)  # keep alive as long as the tokenizer
         self.fptr = ctypes.cast(self.trampoline, ctypes.c_void_p).value
 
@@ -210,12 +240,46 @@ class VocabHolder:
         self._failed = True
         self._ready.set()
 
-    def _tokenize(self, _vocab, text, text_len, tokens, n_max, add_special, parse_special):
+    def confirm(self) -> bool:
+        """The answers given before the vocabulary was there are what the live model says."""
+        return all(self.tokenize_live(*key) == ids for key, ids in self.replayed.items())
+
+    def tokenize_live(self, text: bytes, add_special: bool, parse_special: bool) -> tuple[int, ...] | None:
+        """``llama_tokenize`` with the live vocabulary (None without one)."""
         if self._vocab is None:
+            return None
+        n_max = len(text) + 8
+        while True:
+            buf = (ctypes.c_int32 * n_max)()
+            n = self._real(self._vocab, text, len(text), buf, n_max, add_special, parse_special)
+            if n >= 0:
+                return tuple(buf[:n])
+            n_max = -n
+
+    def _tokenize(self, _vocab, text, text_len, tokens, n_max, add_special, parse_special):
+        if not self._ready.is_set():
+            key = (ctypes.string_at(text, text_len), bool(add_special), bool(parse_special))
+            ids = self._answers.get(key)
+            if ids is not None:
+                self.replayed[key] = ids
+                return _give(ids, tokens, n_max)
             self._ready.wait()
         if self._failed or self._vocab is None:
             return 0
-        return self._real(self._vocab, text, text_len, tokens, n_max, add_special, parse_special)
+        n = self._real(self._vocab, text, text_len, tokens, n_max, add_special, parse_special)
+        if self.recorded is not None and n >= 0:
+            key = (ctypes.string_at(text, text_len), bool(add_special), bool(parse_special))
+            self.recorded[key] = tuple((ctypes.c_int32 * n).from_address(tokens)) if n else ()
+        return n
+
+
+def _give(ids, tokens: int, n_max: int) -> int:
+    """Hand ``ids`` back as ``llama_tokenize`` does (a negative count: the buffer is too small)."""
+    if len(ids) > n_max:
+        return -len(ids)
+    if ids:
+        (ctypes.c_int32 * len(ids)).from_address(tokens)[:] = ids
+    return len(ids)
 
 
 class PyTokenize:
@@ -232,11 +296,7 @@ class PyTokenize:
             ids = self._encode(ctypes.string_at(text, text_len).decode("utf-8", "replace"))
         except Exception:  # noqa: BLE001 - an exception cannot cross into Rust
             return 0
-        if len(ids) > n_max:
-            return -len(ids)  # llama_tokenize's "buffer too small": the caller asks again
-        if ids:
-            (ctypes.c_int32 * len(ids)).from_address(tokens)[:] = ids
-        return len(ids)
+        return _give(ids, tokens, n_max)
 
 
 def tokens_of(tok) -> list[bytes]:

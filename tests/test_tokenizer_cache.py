@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 import warnings
 
 import numpy as np
@@ -30,7 +31,22 @@ TOKENS = [b"", b"\xff<eos>", b"a", b"\x00\x01", "é".encode(), b"hello world" * 
 def test_round_trip(cache_home):
     tc.save("k1", TOKENS, [1, 6])
     assert (cache_home / "k1.tok").exists()
-    assert tc.load("k1") == (TOKENS, [1, 6])
+    assert tc.load("k1") == (TOKENS, [1, 6], {})
+    answers = {(b"a", False, False): (236746,), (b"\x01a", True, True): (2, 1, 9), (b"", False, True): ()}
+    tc.save("k1", TOKENS, [1, 6], answers)
+    entry = tc.load("k1")
+    assert entry.tokens == TOKENS and entry.eos == [1, 6] and entry.answers == answers
+
+
+def test_an_older_format_is_not_read(cache_home):
+    import marshal
+
+    payload = marshal.dumps({"format": 2, "eos": [1], "tokens": TOKENS})
+    cache_home.mkdir(parents=True)
+    import hashlib
+
+    (cache_home / "k3.tok").write_bytes(tc.MAGIC + hashlib.sha256(payload).digest() + payload)
+    assert tc.load("k3") is None
 
 
 def test_missing_is_none(cache_home):
@@ -107,7 +123,7 @@ def cached(gemma, fast_tokens, tmp_path_factory):
     os.environ["GUIDANCE_TUI_CACHE"] = str(tmp_path_factory.mktemp("tokcache"))
     try:
         tc.save("gemma", fast_tokens, list(gemma.eos_ids))
-        tokens, eos = tc.load("gemma")
+        tokens, eos, _ = tc.load("gemma")
     finally:
         del os.environ["GUIDANCE_TUI_CACHE"]
     holder = tc.VocabHolder(llama_cpp)
@@ -260,6 +276,7 @@ def test_backend_uses_cache_and_matches(gemma, reference, tmp_path, monkeypatch)
         assert "read_vocab" in b1.tokenizer_timings
         files = list((tmp_path / "tokenizers").glob("*.tok"))
         assert len(files) == 1
+        assert tc.load(files[0].stem).answers == {(b"a", False, False): tuple(b1.tokenize(b"a", add_bos=False))}
     finally:
         b1.close()
     mod._tokenizer_cache.clear()
@@ -290,6 +307,85 @@ def test_backend_uses_cache_and_matches(gemma, reference, tmp_path, monkeypatch)
     finally:
         b3.close()
     del t1
+
+
+@pytest.mark.model
+def test_a_build_with_the_cached_answers_finishes_before_the_model_is_there(gemma, fast_tokens, reference):
+    """The native build tokenizes b"a" halfway through.  With the answers a live build recorded, a
+    build whose vocabulary is never set (a model still loading) finishes; the answers are then
+    confirmed against the live model, and the tokenizer is the reference's."""
+    import llama_cpp
+
+    live = tc.VocabHolder(llama_cpp)
+    live.set(gemma._vocab)
+    live.recorded = {}
+    tc.build(live, fast_tokens, list(gemma.eos_ids), [])
+    answers = live.recorded
+    assert answers.get((b"a", False, False)) == tuple(gemma.tokenize(b"a", add_bos=False))
+
+    holder = tc.VocabHolder(llama_cpp, answers)
+    builder = tc.Builder(holder, fast_tokens, list(gemma.eos_ids), slices=[])
+    builder._thread.join(timeout=120)
+    assert builder.done, "the build waited for a vocabulary it had the answers for"
+    assert holder.replayed == answers
+    assert not holder.confirm()  # nothing to confirm with yet
+    holder.set(gemma._vocab)
+    assert holder.confirm()
+    tok = builder.wait()
+    for text in TEXTS:
+        assert tok.tokenize_str(text) == reference.tokenize_str(text)
+
+
+@pytest.mark.model
+def test_a_wrong_cached_answer_is_caught(gemma, fast_tokens):
+    """An answer the live model does not give (a cache that lies) fails ``confirm``; a call the cache
+    has no answer for waits for the vocabulary, as before."""
+    import llama_cpp
+
+    holder = tc.VocabHolder(llama_cpp, {(b"a", False, False): (236747,)})  # not "a": llguidance then
+    builder = tc.Builder(holder, fast_tokens, list(gemma.eos_ids), slices=[])  # asks for more, and waits
+    builder._thread.join(timeout=2)
+    holder.set(gemma._vocab)
+    try:
+        builder.wait()
+    except ValueError:
+        pass  # llguidance may refuse the tokenizer it was shown: either way the answer is caught
+    assert holder.replayed == {(b"a", False, False): (236747,)}
+    assert not holder.confirm()
+
+
+@pytest.mark.model
+def test_a_backend_rebuilds_when_the_cached_answers_are_wrong(gemma, reference, tmp_path, monkeypatch):
+    import engines.llamacpp as mod
+    from engines.default_model import default_model_path
+
+    monkeypatch.setenv("GUIDANCE_TUI_CACHE", str(tmp_path))
+    monkeypatch.setenv("GUIDANCE_TUI_TOKENIZER_OVERLAP", "1")
+    monkeypatch.setattr(mod, "_tokenizer_cache", {})
+    monkeypatch.setattr(mod, "_tokenizer_holders", {})
+    path = default_model_path(progress=False)
+    key = tc.model_key(path)
+    true = {(b"a", False, False): tuple(gemma.tokenize(b"a", add_bos=False))}
+    tokens = tc.read_tokens(__import__("llama_cpp"), gemma._vocab, n_vocab=gemma.vocab_size)
+    tc.save(key, tokens, list(gemma.eos_ids), {(b"a", False, False): (236747,)})
+    real_set = tc.VocabHolder.set
+
+    def set_after_the_build_asked(self, vocab):  # as a slow model load: the build uses the cache's answer
+        deadline = time.monotonic() + 60
+        while not self.replayed and self._answers and time.monotonic() < deadline:
+            time.sleep(0.01)
+        real_set(self, vocab)
+
+    monkeypatch.setattr(tc.VocabHolder, "set", set_after_the_build_asked)
+    b = mod.LlamaCppBackend(path, n_ctx=256)
+    try:
+        tok = b.ll_tokenizer()
+        assert "read_vocab" in b.tokenizer_timings  # rebuilt from the live model
+        for text in TEXTS:
+            assert tok.tokenize_str(text) == reference.tokenize_str(text)
+        assert tc.load(key).answers == true  # and the cache now holds what the model says
+    finally:
+        b.close()
 
 
 @pytest.mark.model

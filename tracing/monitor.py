@@ -24,6 +24,14 @@ DEFAULT_HZ = 4.0
 DEFAULT_HISTORY_S = 300.0
 
 
+def _nvidia_driver_possible() -> bool:
+    """False where there is certainly no NVIDIA driver (Linux without its device or /proc entry):
+    importing pynvml took ~13 ms of a cold start there, to find no library or no device."""
+    if not os.path.isdir("/proc"):  # not Linux: ask NVML itself
+        return True
+    return any(os.path.exists(p) for p in ("/dev/nvidiactl", "/proc/driver/nvidia", "/dev/dxg"))  # dxg: WSL2
+
+
 class _Nvml:
     """Thin NVML wrapper; ``available`` is False when there is no library or GPU."""
 
@@ -31,6 +39,8 @@ class _Nvml:
         self.available = False
         self._handles: list = []
         self._nv = None  # set once nvmlInit succeeded, so close() shuts it down
+        if not _nvidia_driver_possible():
+            return
         try:
             import pynvml
 

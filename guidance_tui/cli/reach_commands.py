@@ -54,16 +54,17 @@ def add_export_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--theme", default=None, metavar="NAME", help="html, svg: Textual theme (default textual-dark)")
 
 
+SERVE_PORT = 8000  # here, not in export.serve: every command builds this parser, and serve imports socket
+
+
 def add_serve_parser(sub) -> argparse.ArgumentParser:
     """``serve [TRACE | SCRIPT] [--host H] [--port N] [--public]``."""
-    from guidance_tui.export.serve import DEFAULT_PORT
-
     p = sub.add_parser("serve", help="open the app in a web browser (textual-serve): a trace, a script, or the runs")
     p.add_argument("target", nargs="?", metavar="TRACE|SCRIPT",
                    help="a trace to replay or a script to run (default: the run browser)")
     p.add_argument("--host", default=None,
                    help="address to listen on (default 127.0.0.1; one that is not loopback needs --public)")
-    p.add_argument("--port", type=_port, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0: any free one)")
+    p.add_argument("--port", type=_port, default=SERVE_PORT, help=f"port (default {SERVE_PORT}; 0: any free one)")
     p.add_argument("--public", action="store_true",
                    help="allow a non-loopback --host (default then 0.0.0.0); there is no authentication")
     p.add_argument("--url", default=None, metavar="URL",

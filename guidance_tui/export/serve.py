@@ -24,7 +24,6 @@ from pathlib import Path
 
 DEFAULT_HOST = "127.0.0.1"
 PUBLIC_HOST = "0.0.0.0"
-DEFAULT_PORT = 8000
 
 
 class ServeError(Exception):
