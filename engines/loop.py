@@ -104,10 +104,17 @@ class Engine:
         self.backend = backend
         self.session = session
         self.options = options or Options()
-        self.rng = np.random.default_rng(self.options.seed)
+        self._rng = None
         self._bitmask = None
         if self.options.monitoring:
             session.start_monitoring()
+
+    @property
+    def rng(self) -> np.random.Generator:
+        """Made at the first draw: ``numpy.random`` costs ~10 ms to import, and greedy runs never draw."""
+        if self._rng is None:
+            self._rng = np.random.default_rng(self.options.seed)
+        return self._rng
 
     def emit_prompt(self, node_id: int, pos: int, data: bytes) -> None:
         """Record program-supplied text as prompt tokens at byte offset ``pos``."""
@@ -254,7 +261,7 @@ class _Call:
 
     def _choose(self, st, allowed, temperature: float) -> int:
         """The next token (a fork replays recorded choices here first)."""
-        return sample(st, allowed, temperature, self.engine.rng, top_p=self.top_p, min_p=self.opts.min_p,
+        return sample(st, allowed, temperature, lambda: self.engine.rng, top_p=self.top_p, min_p=self.opts.min_p,
                       top_k=self.opts.sample_top_k)
 
     def _flush_pending(self, rows: np.ndarray, step_us: int) -> None:

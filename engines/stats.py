@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import threading
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -139,9 +140,12 @@ def greedy(stats: RowStats, allowed: np.ndarray | None) -> int:
     return int(np.argmax(np.where(allowed, stats.row, -np.inf)))
 
 
-def sample(stats: RowStats, allowed: np.ndarray | None, temperature: float, rng: np.random.Generator, *,
+def sample(stats: RowStats, allowed: np.ndarray | None, temperature: float,
+           rng: np.random.Generator | Callable[[], np.random.Generator], *,
            top_p: float = 1.0, min_p: float = 0.0, top_k: int = 0) -> int:
     """Draw from softmax(row / temperature) restricted to the allowed set; greedy at 0.
+
+    ``rng`` may be a function that gives the generator, called only for a draw.
 
     ``top_p`` keeps the smallest set of best tokens whose probability reaches it, ``min_p`` drops
     tokens below ``min_p`` times the best one, ``top_k`` keeps the k best (0: all).
@@ -156,6 +160,8 @@ def sample(stats: RowStats, allowed: np.ndarray | None, temperature: float, rng:
     c = np.cumsum(w, dtype=np.float64)
     if c[-1] <= 0:
         return greedy(stats, allowed)
+    if callable(rng):
+        rng = rng()
     return int(np.searchsorted(c, rng.random() * c[-1], side="right"))
 
 
