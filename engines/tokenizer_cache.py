@@ -231,6 +231,10 @@ class VocabHolder:
         self._vocab = address(vocab)
         self._ready.set()
 
+    def answer(self, answers: dict) -> None:
+        """Cached answers to use until the vocabulary is set (before the build starts)."""
+        self._answers = dict(answers)
+
     def release(self, vocab, successor=None) -> None:
         """``vocab`` is about to be freed: tokenize with ``successor`` (a live model's), or not at all."""
         if self._vocab is not None and self._vocab == address(vocab):
@@ -327,29 +331,41 @@ def build(holder: VocabHolder, tokens: list[bytes], eos: list[int], slices=None)
 
 class Builder:
     """Builds the tokenizer on a thread.  ``from_llamacpp`` holds the interpreter lock for its whole
-    run (~1 s for 262k tokens), so it only overlaps C code that released it: the build waits for
-    ``start`` (set by :func:`loading` when the model load enters llama.cpp) and then runs alongside it."""
+    run (~0.5 s for 262k tokens), so it only overlaps C code that released it: the build waits for
+    ``start`` (set by :func:`loading` when the model load enters llama.cpp) and then runs alongside it.
 
-    def __init__(self, holder: VocabHolder, tokens: list[bytes], eos: list[int],
-                 start: threading.Event | None = None, slices=None) -> None:
-        self.holder, self.tokens, self.eos = holder, tokens, list(eos)
+    The token list is given (``tokens``, ``eos``), or ``read`` gives it on the thread (an
+    :class:`Entry` with the answers for ``holder``, or None: nothing cached, ``missing``)."""
+
+    def __init__(self, holder: VocabHolder, tokens: list[bytes] | None = None, eos: list[int] | None = None,
+                 start: threading.Event | None = None, slices=None, read=None) -> None:
+        self.holder, self.tokens, self.eos = holder, tokens, list(eos or ())
         self.result = None
         self.error: BaseException | None = None
+        self.missing = False
         self.seconds = 0.0
         self._start = start
         self._slices = slices
+        self._read = read
         self._thread = threading.Thread(target=self._run, name="lltokenizer-build", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         if self._start is not None:
             self._start.wait()
-        t0 = time.perf_counter()
         try:
+            if self._read is not None:
+                entry = self._read()
+                if entry is None:
+                    self.missing = True
+                    return
+                self.tokens, self.eos = entry.tokens, list(entry.eos)
+                self.holder.answer(entry.answers)
+            t0 = time.perf_counter()
             self.result = build(self.holder, self.tokens, self.eos, self._slices)
+            self.seconds = time.perf_counter() - t0
         except BaseException as e:  # noqa: BLE001 - reported to the caller of wait()
             self.error = e
-        self.seconds = time.perf_counter() - t0
 
     @property
     def done(self) -> bool:
