@@ -8,15 +8,14 @@ import os
 import sys
 from pathlib import Path
 
-import platformdirs
-
+from .cache_root import cache_root
 from .errors import ModelLoadError
 
 NAME = "gemma-3-270m-q4_k_m.gguf"
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("GUIDANCE_TUI_CACHE") or platformdirs.user_cache_dir("guidance-tui")) / "models"
+    return cache_root() / "models"
 
 
 def default_model_path(progress: bool = True) -> Path:

@@ -54,12 +54,9 @@ def cache_dir() -> Path:
     own = os.environ.get("GUIDANCE_TUI_TOKENIZER_CACHE")  # this cache only (benchmarks, tests)
     if own:
         return Path(own)
-    env = os.environ.get("GUIDANCE_TUI_CACHE")
-    if env:
-        return Path(env) / "tokenizers"
-    import platformdirs
+    from .cache_root import cache_root
 
-    return Path(platformdirs.user_cache_dir("guidance-tui")) / "tokenizers"
+    return cache_root() / "tokenizers"
 
 
 _MODULES = {"llama_cpp_python": "llama_cpp"}  # distribution -> its import name, where they differ
