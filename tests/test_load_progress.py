@@ -220,6 +220,34 @@ async def test_the_app_shows_the_progress_line_until_the_first_token_replaces_it
         assert "dequantising" not in visible_text(app)
 
 
+@pytest.mark.parametrize("text, running", [
+    ("loading m.gguf …", True), ("dequantising the weights … 40%", True), ("loading m.gguf: done in 0.4 s", False),
+    ("loading m.gguf: failed", False), ("converting m.gguf (once, 1-3 minutes); cached in /c", False),
+    ("a note … about 40% of it", False), ("saving … 100%", True),
+])
+def test_a_running_phase_line_is_told_from_a_final_line_and_a_note(text, running):
+    assert tprogress.is_running(text) is running
+
+
+@sync
+async def test_the_output_tab_keeps_how_each_phase_ended_not_its_running_lines():
+    store = TraceStore()
+    store.append(RunStart(script="s.py", model="m.gguf", backend="llama.cpp"))
+    app = InspectorApp(store, live=True, use_monitor=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("o")  # the Output tab (a hidden log renders nothing)
+        _progress(store, "converting m.gguf to a transformers model (once); cached in /c")
+        for tenth in range(11):
+            _progress(store, f"dequantising the weights … {tenth * 10}%")
+        _progress(store, "dequantising the weights: done in 61.0 s")
+        store.append(Message(level="info", text="model: m.gguf (transformers)"))
+        await wait_for(pilot, lambda: any("model: m.gguf" in ln.text for ln in app.screen.output_log.lines))
+        lines = [ln.text for ln in app.screen.output_log.lines]
+        assert any("cached in /c" in ln for ln in lines)
+        assert any("dequantising the weights: done in 61.0 s" in ln for ln in lines)
+        assert not any("%" in ln for ln in lines)
+
+
 def test_the_gguf_conversion_reports_tensors_done_instead_of_a_tqdm_bar():
     pytest.importorskip("torch")
     gguf_utils = pytest.importorskip("transformers.modeling_gguf_pytorch_utils")

@@ -25,6 +25,12 @@ def is_final(text: str) -> bool:
     return text.endswith(": failed") or ": done in " in text
 
 
+def is_running(text: str) -> bool:
+    """A running phase's line ("loading X …", "loading X … 40%"), which its final line supersedes."""
+    head, sep, tail = text.rpartition("…")
+    return bool(sep) and (tail == "" or (tail.startswith(" ") and tail.endswith("%") and tail[1:-1].isdigit()))
+
+
 def with_elapsed(text: str, seconds: float) -> str:
     """A running phase's line with how long it has been going (a final line as it is)."""
     text = text.replace("\n", " ")

@@ -1,4 +1,8 @@
-"""The Output tab: what the script printed, its warnings and the run's start and end."""
+"""The Output tab: what the script printed, its warnings and the run's start and end.
+
+Of the load progress it keeps how each phase ended ("loading X: done in 0.4 s") and one-off notes; a
+running phase's lines ("… 40%") are the main screen's, where they replace each other.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ from rich.text import Text
 from textual.widgets import RichLog
 
 from tracing import Message, RunEnd, RunStart
+from tracing import progress as load_progress
 
 from guidance_tui.widgets.styles import Styles
 
@@ -24,6 +29,8 @@ class OutputLog(RichLog):
         for ev in events:
             t = type(ev)
             if t is Message:
+                if ev.level == load_progress.LEVEL and load_progress.is_running(ev.text):
+                    continue
                 style = {"error": c.error, "warning": c.warning}.get(ev.level, "")
                 self.write(Text(ev.text.rstrip("\n"), style=style))
             elif t is RunStart:
