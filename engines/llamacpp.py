@@ -102,7 +102,9 @@ class LlamaCppBackend(Backend):
     name = "llama.cpp"
 
     def __init__(self, path: str | os.PathLike, *, n_ctx: int = 8192, n_threads: int | None = None,
-                 n_batch: int = 512, n_gpu_layers: int = 0, verbose: bool = False) -> None:
+                 n_batch: int = 512, n_gpu_layers: int = 0, verbose: bool = False, **llama_options) -> None:
+        """``llama_options``: more keyword arguments for ``llama_cpp.Llama`` (``flash_attn``,
+        ``use_mlock``, ``type_k``...), passed as they are; ``n_threads_batch`` overrides ours."""
         import llama_cpp
 
         self._ll = llama_cpp
@@ -133,9 +135,9 @@ class LlamaCppBackend(Backend):
             self._start_tokenizer_build(llama_cpp, path, entered)
         try:
             with Progress().phase(f"loading {path.name}"), tokenizer_cache.loading(llama_cpp, entered):
-                self._llm = llama_cpp.Llama(str(path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
-                                            n_batch=n_batch, n_gpu_layers=n_gpu_layers, logits_all=False,
-                                            verbose=verbose)
+                self._llm = llama_cpp.Llama(str(path), **{
+                    "n_ctx": n_ctx, "n_threads": threads, "n_threads_batch": threads, "n_batch": n_batch,
+                    "n_gpu_layers": n_gpu_layers, **llama_options, "logits_all": False, "verbose": verbose})
         except Exception as e:  # llama.cpp reports failures as a bare ValueError
             if self._tok_holder is not None:
                 self._tok_holder.fail()
@@ -168,6 +170,7 @@ class LlamaCppBackend(Backend):
         self._cached: list[int] = []
         self._bytes_cache: dict[int, bytes] = {}
         self.threads = threads
+        self.options = {k: v for k, v in llama_options.items() if k != "chat_handler"}  # named in the trace
 
     # -- vocabulary -----------------------------------------------------
     def tokenize(self, data: bytes, *, add_bos: bool) -> list[int]:
@@ -284,7 +287,8 @@ class LlamaCppBackend(Backend):
 
     @property
     def info(self) -> dict[str, str]:
-        return {**super().info, "threads": str(self.threads), "architecture": self.architecture}
+        return {**super().info, "threads": str(self.threads), "architecture": self.architecture,
+                **{k: repr(v) for k, v in self.options.items()}}
 
     # -- evaluation -----------------------------------------------------
     def reset(self) -> None:

@@ -31,14 +31,24 @@ _lock = threading.Lock()
 _ALWAYS_ON = frozenset({"echo", "compute_log_probs", "enable_token_probabilities", "enable_top_k"})
 #: Keyword arguments of llama_cpp.Llama that our backend applies itself.
 _LLAMA_APPLIED = frozenset({"n_ctx", "n_threads", "n_gpu_layers", "n_batch", "verbose"})
-#: llama_cpp.Llama's other keyword arguments: valid there, not passed on by our backend.
-_LLAMA_OTHER = frozenset({
-    "split_mode", "main_gpu", "tensor_split", "vocab_only", "use_mmap", "use_mlock", "kv_overrides", "n_ubatch",
-    "n_threads_batch", "rope_scaling_type", "pooling_type", "attention_type", "rope_freq_base", "rope_freq_scale",
-    "yarn_ext_factor", "yarn_attn_factor", "yarn_beta_fast", "yarn_beta_slow", "yarn_orig_ctx", "embedding",
-    "offload_kqv", "flash_attn", "op_offload", "swa_full", "no_perf", "last_n_tokens_size", "lora_base",
-    "lora_scale", "lora_path", "numa", "chat_format", "chat_handler", "draft_model", "tokenizer", "type_k", "type_v",
-    "spm_infill"})
+#: llama_cpp.Llama's keyword arguments passed on as they are: where and how the model is stored and
+#: computed (and, for chat_format, chat_handler, last_n_tokens_size and spm_infill, parts of
+#: llama-cpp-python's own completion API that neither guidance nor we use: accepted, no effect).
+_LLAMA_PASSED = frozenset({
+    "split_mode", "main_gpu", "tensor_split", "use_mmap", "use_mlock", "kv_overrides", "n_ubatch",
+    "n_threads_batch", "rope_scaling_type", "rope_freq_base", "rope_freq_scale", "yarn_ext_factor",
+    "yarn_attn_factor", "yarn_beta_fast", "yarn_beta_slow", "yarn_orig_ctx", "offload_kqv", "flash_attn",
+    "op_offload", "swa_full", "no_perf", "type_k", "type_v", "numa", "lora_base", "lora_scale", "lora_path",
+    "chat_format", "chat_handler", "last_n_tokens_size", "spm_infill"})
+#: llama_cpp.Llama's keyword arguments that would take away what the decode loop needs, and why.
+_LLAMA_REFUSED = {
+    "vocab_only": "a model without weights gives no logits",
+    "embedding": "an embedding context gives no next-token logits",
+    "pooling_type": "pooling is for embeddings",
+    "attention_type": "generation needs causal attention",
+    "tokenizer": "the backend tokenizes with the model's own vocabulary, as llguidance does",
+    "draft_model": "the decode loop is guidance-tui's own, without speculative decoding",
+}
 
 
 def _options(kw: dict) -> Options:
@@ -86,7 +96,8 @@ def _model(backend, options: Options, session, *, chat_template=None, sampling_p
     if session.recorder is not None:
         session.recorder.model_built(backend)
     engine = Engine(backend, session, options)
-    session.store.append(Message(level="info", text=f"model: {backend.model_id} ({backend.name})"))
+    options = "".join(f", {k}={v!r}" for k, v in sorted(getattr(backend, "options", {}).items()))
+    session.store.append(Message(level="info", text=f"model: {backend.model_id} ({backend.name}{options})"))
     lm = Model(engine, _markers=_markers_from(chat_template, backend), echo=bool(echo))
     return lm.with_sampling_params(sampling_params) if sampling_params else lm
 
@@ -109,7 +120,8 @@ def LlamaCpp(model=None, echo=True, chat_template=None, enable_backtrack=True, e
     """A model on llama.cpp: a GGUF path, or the embedded default Gemma 3 270M.
 
     guidance's arguments, plus llama.cpp's ``n_ctx`` (8192), ``n_threads``, ``n_gpu_layers``,
-    ``n_batch``, ``verbose`` and ``seed``, and ours: ``top_k`` (5, alternatives recorded per
+    ``n_batch``, ``verbose`` and ``seed``, llama_cpp.Llama's storage and compute options as they are
+    (``_LLAMA_PASSED``: ``flash_attn``, ``use_mlock``, ``type_k``, rope scaling...), and ours: ``top_k`` (5, alternatives recorded per
     token), ``token_stats``, ``temperature`` (0: greedy), ``monitoring``.
     """
     from .llamacpp import LlamaCppBackend
@@ -122,18 +134,19 @@ def LlamaCpp(model=None, echo=True, chat_template=None, enable_backtrack=True, e
     opts = _options(kw)
     opts.monitoring = opts.monitoring and bool(enable_monitoring)  # ours or guidance's name
     load = {k: kw.pop(k) for k in list(kw) if k in _LLAMA_APPLIED}
-    other = sorted(k for k in kw if k in _LLAMA_OTHER)
-    if other:
-        raise NotImplementedError(f"LlamaCpp: llama.cpp option(s) {', '.join(other)} are not passed on by "
-                                  "guidance-tui's llama.cpp backend")
+    passed = {k: kw.pop(k) for k in list(kw) if k in _LLAMA_PASSED}
+    refused = sorted(k for k in kw if k in _LLAMA_REFUSED)
+    if refused:
+        raise NotImplementedError("LlamaCpp: " + "; ".join(f"{k}: {_LLAMA_REFUSED[k]}" for k in refused))
     _unknown(kw, "LlamaCpp")
     n_ctx, n_threads = int(load.get("n_ctx", 8192)), load.get("n_threads")
     n_gpu_layers, n_batch = int(load.get("n_gpu_layers", 0)), int(load.get("n_batch", 512))
     verbose = bool(load.get("verbose", False))
     p = _path(model, "LLAMA_CPP_MODEL")
-    backend = _shared(("llamacpp", str(p), n_ctx, n_threads, n_gpu_layers, n_batch),
+    backend = _shared(("llamacpp", str(p), n_ctx, n_threads, n_gpu_layers, n_batch,
+                       tuple(sorted((k, repr(v)) for k, v in passed.items()))),
                       lambda: LlamaCppBackend(p, n_ctx=n_ctx, n_threads=n_threads, n_gpu_layers=n_gpu_layers,
-                                              n_batch=n_batch, verbose=verbose))
+                                              n_batch=n_batch, verbose=verbose, **passed))
     return _model(backend, opts, _session.current(), chat_template=chat_template, sampling_params=sampling_params,
                   echo=echo)
 

@@ -404,11 +404,35 @@ def test_llamacpp_accepts_guidance_keywords(lm0):
     assert len(token.top) == 3 and token.prob == token.prob  # recording stays on: probabilities, top-k
 
 
+def test_llamacpp_passes_llama_cpps_own_options_on(lm0):
+    """llama_cpp.Llama's storage and compute options reach it as they are: the same program, the
+    same tokens (flash attention and an f16 KV cache change no greedy choice here), and the trace
+    says which options the model was loaded with."""
+    import llama_cpp
+
+    lm = models.LlamaCpp(None, echo=False, flash_attn=True, use_mlock=False, type_k=llama_cpp.GGML_TYPE_F16,
+                         n_threads_batch=1, chat_format="chatml")
+    llm = lm.engine.backend._llm
+    assert llm.context_params.flash_attn_type == llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
+    assert llm.context_params.type_k == llama_cpp.GGML_TYPE_F16 and llm.context_params.n_threads_batch == 1
+    assert lm.engine.backend is not lm0.engine.backend  # other options, another backend
+    a = lm + "The capital of France is" + gen("x", max_tokens=4)
+    b = lm0 + "The capital of France is" + gen("x", max_tokens=4)
+    assert a["x"] == b["x"]
+    notes = [e.text for e in lm.engine.session.store.events() if type(e).__name__ == "Message"
+             and e.text.startswith("model: ")]
+    assert any("flash_attn=True" in n and "chat_format='chatml'" in n for n in notes)
+    assert models.LlamaCpp(None, flash_attn=True, use_mlock=False, type_k=llama_cpp.GGML_TYPE_F16,
+                           n_threads_batch=1, chat_format="chatml").engine.backend is lm.engine.backend
+
+
 def test_constructors_refuse_what_cannot_apply():
     with pytest.raises(TypeError, match="bogus"):
         models.LlamaCpp(bogus=1)
-    with pytest.raises(NotImplementedError, match="use_mlock"):
-        models.LlamaCpp(use_mlock=True)
+    with pytest.raises(NotImplementedError, match="embedding: an embedding context gives no next-token logits"):
+        models.LlamaCpp(embedding=True)
+    with pytest.raises(NotImplementedError, match="draft_model.*vocab_only"):
+        models.LlamaCpp(vocab_only=True, draft_model=object())
     with pytest.raises(NotImplementedError, match="OpenAI"):
         models.OpenAI("gpt-4o")
     with pytest.raises(NotImplementedError, match="image"):
