@@ -346,7 +346,7 @@ def load_backend(path: str, backend: str):
         raise ModelLoadError(f"the run's model file is missing: {path} (a fork needs the model that made the run)")
     # The process-wide shared backend (as models.LlamaCpp/Transformers build it): a second backend on
     # the same file that is later freed would leave the cached llguidance tokenizer a dead vocabulary.
-    from .models import _shared
+    from .models import _shared, llamacpp_backend
 
     p = p.resolve()
     if backend == "transformers":
@@ -355,9 +355,7 @@ def load_backend(path: str, backend: str):
         return _shared(("transformers", str(p), ()), lambda: TransformersBackend(p))
     if backend not in ("llamacpp", ""):
         raise ModelLoadError(f"a fork cannot run the {backend!r} backend here (llamacpp or transformers)")
-    from .llamacpp import LlamaCppBackend
-
-    return _shared(("llamacpp", str(p), 8192, None, 0, 512), lambda: LlamaCppBackend(p, n_ctx=8192))
+    return llamacpp_backend(p)
 
 
 # -- the forked run, as a file -------------------------------------------------------

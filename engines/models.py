@@ -74,6 +74,19 @@ def _shared(key: tuple, make):
         return b
 
 
+def llamacpp_backend(path, *, n_ctx: int = 8192, n_threads: int | None = None, n_gpu_layers: int = 0,
+                     n_batch: int = 512, verbose: bool = False, **options):
+    """The process's llama.cpp backend of ``path`` with these settings (one per file and settings: a
+    second backend of the file, later freed, would leave the shared llguidance tokenizer without a
+    vocabulary)."""
+    from .llamacpp import LlamaCppBackend
+
+    key = ("llamacpp", str(path), n_ctx, n_threads, n_gpu_layers, n_batch, tuple(sorted((k, repr(v))
+                                                                                   for k, v in options.items())))
+    return _shared(key, lambda: LlamaCppBackend(path, n_ctx=n_ctx, n_threads=n_threads, n_gpu_layers=n_gpu_layers,
+                                                n_batch=n_batch, verbose=verbose, **options))
+
+
 def _markers_from(chat_template, backend) -> dict | None:
     """Role markers from a ``chat_template`` argument: Jinja text, or guidance's ``ChatTemplate``
     (a class or object with ``get_role_start(role)``/``get_role_end(role)``)."""
@@ -120,12 +133,11 @@ def LlamaCpp(model=None, echo=True, chat_template=None, enable_backtrack=True, e
     """A model on llama.cpp: a GGUF path, or the embedded default Gemma 3 270M.
 
     guidance's arguments, plus llama.cpp's ``n_ctx`` (8192), ``n_threads``, ``n_gpu_layers``,
-    ``n_batch``, ``verbose`` and ``seed``, llama_cpp.Llama's storage and compute options as they are
-    (``_LLAMA_PASSED``: ``flash_attn``, ``use_mlock``, ``type_k``, rope scaling...), and ours: ``top_k`` (5, alternatives recorded per
-    token), ``token_stats``, ``temperature`` (0: greedy), ``monitoring``.
+    ``n_batch``, ``verbose`` and ``seed``, llama_cpp.Llama's storage and compute options as they
+    are (``_LLAMA_PASSED``: ``flash_attn``, ``use_mlock``, ``type_k``, rope scaling...), and ours:
+    ``top_k`` (5, alternatives recorded per token), ``token_stats``, ``temperature`` (0: greedy),
+    ``monitoring``.
     """
-    from .llamacpp import LlamaCppBackend
-
     if model is not None and not isinstance(model, (str, Path)):
         raise NotImplementedError(f"LlamaCpp(model=<{type(model).__name__} object>): pass the GGUF file's path; "
                                   "guidance-tui loads the model itself")
@@ -143,10 +155,8 @@ def LlamaCpp(model=None, echo=True, chat_template=None, enable_backtrack=True, e
     n_gpu_layers, n_batch = int(load.get("n_gpu_layers", 0)), int(load.get("n_batch", 512))
     verbose = bool(load.get("verbose", False))
     p = _path(model, "LLAMA_CPP_MODEL")
-    backend = _shared(("llamacpp", str(p), n_ctx, n_threads, n_gpu_layers, n_batch,
-                       tuple(sorted((k, repr(v)) for k, v in passed.items()))),
-                      lambda: LlamaCppBackend(p, n_ctx=n_ctx, n_threads=n_threads, n_gpu_layers=n_gpu_layers,
-                                              n_batch=n_batch, verbose=verbose, **passed))
+    backend = llamacpp_backend(p, n_ctx=n_ctx, n_threads=n_threads, n_gpu_layers=n_gpu_layers, n_batch=n_batch,
+                               verbose=verbose, **passed)
     return _model(backend, opts, _session.current(), chat_template=chat_template, sampling_params=sampling_params,
                   echo=echo)
 
