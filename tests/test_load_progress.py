@@ -204,11 +204,15 @@ def test_record_into_a_log_prints_sparse_progress_lines(tmp_path):
 
 
 # -- the app ---------------------------------------------------------------------------------------
-@sync
-async def test_the_app_shows_the_progress_line_until_the_first_token_replaces_it():
+def _live_app():
     store = TraceStore()
     store.append(RunStart(script="s.py", model="m.gguf", backend="llama.cpp"))
-    app = InspectorApp(store, live=True, use_monitor=False)
+    return store, InspectorApp(store, live=True, use_monitor=False)
+
+
+@sync
+async def test_the_app_shows_the_progress_line_until_the_first_token_replaces_it():
+    store, app = _live_app()
     async with app.run_test(size=SIZE) as pilot:
         _progress(store, "converting m.gguf to a transformers model …")
         await wait_for(pilot, lambda: "converting m.gguf" in visible_text(app))
@@ -231,9 +235,7 @@ def test_a_running_phase_line_is_told_from_a_final_line_and_a_note(text, running
 
 @sync
 async def test_the_output_tab_keeps_how_each_phase_ended_not_its_running_lines():
-    store = TraceStore()
-    store.append(RunStart(script="s.py", model="m.gguf", backend="llama.cpp"))
-    app = InspectorApp(store, live=True, use_monitor=False)
+    store, app = _live_app()
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("o")  # the Output tab (a hidden log renders nothing)
         _progress(store, "converting m.gguf to a transformers model (once); cached in /c")
