@@ -25,14 +25,13 @@ from typing import Callable
 import msgspec
 import numpy as np
 
-from tracing import Alt, AnyEvent, Message, NodeClose, NodeOpen, RunEnd, Token, TokenKind
+from tracing import Alt, AnyEvent, Message, NodeClose, NodeOpen, RunEnd, Token, TokenKind, forks
 from tracing.store import TraceStore
 
 from .errors import EngineError, ModelLoadError, one_line
 from .grammar import Lowered
 from .loop import Engine, Options, _Call
 from .session import Session
-from .stats import top_k_allowed
 from .stats import analyse, top_k_allowed
 
 FORKABLE = ("gen", "select", "regex", "json")
@@ -66,7 +65,7 @@ class Plan(msgspec.Struct, kw_only=True):
 
     @property
     def label(self) -> str:
-        return f"{self.node.name or self.node.kind} ⑂ fork at token {self.k}"
+        return forks.label(self.node.name, self.node.kind, self.k)
 
 
 def token_seq(store: TraceStore, k: int) -> int:
@@ -367,7 +366,7 @@ def forked_run(store: TraceStore, p: Plan, branch: list[AnyEvent]) -> list[AnyEv
     state = store.state_at(p.seq)
     out: list[AnyEvent] = [_copy(e) for e in events]
     if p.node.node_id in state.open_nodes:
-        out.append(NodeClose(node_id=p.node.node_id, stop_reason=f"cut: forked at token {p.k}"))
+        out.append(NodeClose(node_id=p.node.node_id, stop_reason=forks.cut_reason(p.k)))
     t_base = max((e.t_us for e in events), default=0)
     for e in branch:  # the branch's times are from the fork's start: place them after the original
         c = _copy(e)

@@ -241,6 +241,15 @@ def test_fork_command_writes_the_forked_run_and_prints_the_new_text(recorded, tm
         [store[s].id for s in store.seqs_of(Token)[:k]]
     assert forked.text_at(forked.last_seq).endswith(option)
     assert forked.run_end() is not None and forked.run_end().status == "done"
+    # Compared with the original run, the forked select stands where the original one was.
+    from guidance_tui.state.compare import build_side, compare
+
+    cmp = compare(build_side(store.events(), "A"), build_side(forked.events(), "B"))
+    pair = next(p for p in cmp.pairs if p.b is not None and p.b.node_id == new.node_id)
+    assert pair.a is not None and pair.a.node_id == orig.node_id
+    assert not pair.same_text and pair.b.text.endswith(option.encode())
+    assert orig.node_id not in [p.b.node_id for p in cmp.pairs if p.b is not None]  # the cut one is not a node
+    assert all(p.paired for p in cmp.pairs[: cmp.pairs.index(pair)])  # everything before it pairs too
 
 
 @pytest.mark.parametrize("case", ["prompt token", "masked", "masked, not recorded", "out of range", "not a number",

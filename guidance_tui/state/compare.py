@@ -6,7 +6,8 @@ Two sides are aligned by program node first, then by text:
   open order, matched with a longest-common-subsequence diff, so a node one
   side has and the other lacks does not shift every later pair.  A literal's
   name is its own text, so literals pair by place alone (that is where two
-  prompts differ).
+  prompts differ).  In a fork's own trace the forked node stands where the
+  node it regenerated was, so it pairs with the original run's node.
 * **Text** inside a pair: the node's own tokens (those a backtrack did not
   take back).  Up to the first byte where the two texts differ, tokens are
   grouped between the byte offsets both sides share (two tokenizers cut the
@@ -31,7 +32,7 @@ from itertools import zip_longest
 from operator import attrgetter
 from typing import Iterable, Sequence
 
-from tracing import Backtrack, Capture, NodeClose, NodeOpen, RunEnd, RunStart, Token, TokenKind, display_text
+from tracing import Backtrack, Capture, NodeClose, NodeOpen, RunEnd, RunStart, Token, TokenKind, display_text, forks
 
 PROMPT, GENERATED, FORCED = int(TokenKind.PROMPT), int(TokenKind.GENERATED), int(TokenKind.FORCED)
 _bytes_of = attrgetter("bytes")
@@ -55,10 +56,12 @@ class NodeFacts:
     t_close: int = -1
     stop_reason: str = ""
     counts: list[int] = field(default_factory=lambda: [0, 0, 0])  # prompt, generated, forced: the subtree's
+    pairs_as: str | None = None  # the name it pairs by, when not its own (a fork: the node it forked)
 
     @property
     def key(self) -> tuple:
-        return (self.depth, self.kind, "" if self.kind == "literal" else self.name)
+        name = self.name if self.pairs_as is None else self.pairs_as
+        return (self.depth, self.kind, "" if self.kind == "literal" else name)
 
     @property
     def label(self) -> str:
@@ -152,6 +155,7 @@ def build_side(events: Iterable, label: str, only: set[int] | None = None) -> Si
             if nf is not None:
                 nf.tokens.append(tok)
                 nf.counts[tok.kind] += 1
+    order = _fork_in_place(order, nodes)
     for nf in reversed(order):  # children after parents: add each subtree's counts to its parent
         if nf.t_close < 0:
             nf.t_close = last_t
@@ -169,6 +173,25 @@ def build_side(events: Iterable, label: str, only: set[int] | None = None) -> Si
         for nf in order:  # depths relative to the side's top, so two branches at different depths align
             nf.depth -= top
     return Side(label, order, start, end)
+
+
+def _fork_in_place(order: list[NodeFacts], nodes: dict[int, NodeFacts]) -> list[NodeFacts]:
+    """A fork's own trace: the node it regenerated stands where the original was (which the fork cut
+    at token K), so comparing the original run with the fork pairs the two versions of the node."""
+    cut = {nf.node_id: k for nf in order if (k := forks.cut_at(nf.stop_reason)) is not None}
+    if not cut:
+        return order
+    drop = set()
+    for nf in order:
+        for node_id, k in cut.items():
+            orig = nodes[node_id]
+            if nf.parent_id == orig.parent_id and nf.kind == orig.kind \
+                    and nf.name == forks.label(orig.name, orig.kind, k):
+                nf.pairs_as = orig.name
+                drop.add(node_id)
+    for node_id in drop:
+        del nodes[node_id]
+    return [nf for nf in order if nf.node_id not in drop]
 
 
 def _take_back(tokens: list[Token], removed: set[int], ev: Backtrack) -> None:
