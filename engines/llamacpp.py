@@ -263,19 +263,9 @@ class LlamaCppBackend(Backend):
 
     def _build_uncached(self):
         """Read the vocabulary from the live model, build, and cache the vocabulary for next time."""
-        t0 = time.perf_counter()
-        tokens = tokenizer_cache.read_tokens(self._ll, self._vocab, n_vocab=self.vocab_size)
-        self.tokenizer_timings["read_vocab"] = time.perf_counter() - t0
-        holder = tokenizer_cache.VocabHolder(self._ll)  # a fresh one: the old one may hold wrong answers
-        holder.set(self._vocab)
-        holder.recorded = {}
-        t0 = time.perf_counter()
-        tok = tokenizer_cache.build(holder, tokens, list(self.eos_ids), _first_slices())
-        self.tokenizer_timings["build"] = time.perf_counter() - t0
-        answers, holder.recorded = holder.recorded, None
-        self._tok_holder = holder
-        if self._tok_key is not None:
-            tokenizer_cache.save(self._tok_key, tokens, list(self.eos_ids), answers)
+        tok, self._tok_holder = tokenizer_cache.build_from_model(
+            self._ll, self._vocab, self.vocab_size, list(self.eos_ids), self._tok_key, _first_slices(),
+            self.tokenizer_timings)
         return tok
 
     def chat_template(self) -> str | None:

@@ -109,8 +109,8 @@ def _model(backend, options: Options, session, *, chat_template=None, sampling_p
     if session.recorder is not None:
         session.recorder.model_built(backend)
     engine = Engine(backend, session, options)
-    options = "".join(f", {k}={v!r}" for k, v in sorted(getattr(backend, "options", {}).items()))
-    session.store.append(Message(level="info", text=f"model: {backend.model_id} ({backend.name}{options})"))
+    passed = "".join(f", {k}={v!r}" for k, v in sorted(getattr(backend, "options", {}).items()))
+    session.store.append(Message(level="info", text=f"model: {backend.model_id} ({backend.name}{passed})"))
     lm = Model(engine, _markers=_markers_from(chat_template, backend), echo=bool(echo))
     return lm.with_sampling_params(sampling_params) if sampling_params else lm
 

@@ -326,20 +326,39 @@ def build(holder: VocabHolder, tokens: list[bytes], eos: list[int], slices=None)
                                      eos_token=list(eos), slices=slices)
 
 
+def build_from_model(llama_cpp, vocab, n_vocab: int, eos: list[int], key: str | None, slices=None,
+                     timings: dict | None = None):
+    """(tokenizer, its holder) for a live model whose token list is not cached: read the list from the
+    model, build with its vocabulary, and cache the list with the build's tokenize answers under
+    ``key`` (None: not cached).  ``timings`` gets ``read_vocab`` and ``build`` (seconds)."""
+    t0 = time.perf_counter()
+    tokens = read_tokens(llama_cpp, vocab, n_vocab=n_vocab)
+    t1 = time.perf_counter()
+    holder = VocabHolder(llama_cpp)
+    holder.set(vocab)
+    holder.recorded = {}
+    tok = build(holder, tokens, eos, slices)
+    answers, holder.recorded = holder.recorded, None
+    if timings is not None:
+        timings["read_vocab"], timings["build"] = t1 - t0, time.perf_counter() - t1
+    if key is not None:
+        save(key, tokens, eos, answers)
+    return tok, holder
+
+
 class Builder:
     """Builds the tokenizer on a thread.  ``from_llamacpp`` holds the interpreter lock for its whole
     run (~0.5 s for 262k tokens), so it only overlaps C code that released it: the build waits for
     ``start`` (set by :func:`loading` when the model load enters llama.cpp) and then runs alongside it.
 
     The token list is given (``tokens``, ``eos``), or ``read`` gives it on the thread (an
-    :class:`Entry` with the answers for ``holder``, or None: nothing cached, ``missing``)."""
+    :class:`Entry` with the answers for ``holder``, or None: nothing cached, and no result)."""
 
     def __init__(self, holder: VocabHolder, tokens: list[bytes] | None = None, eos: list[int] | None = None,
                  start: threading.Event | None = None, slices=None, read=None) -> None:
         self.holder, self.tokens, self.eos = holder, tokens, list(eos or ())
         self.result = None
         self.error: BaseException | None = None
-        self.missing = False
         self.seconds = 0.0
         self._start = start
         self._slices = slices
@@ -354,7 +373,6 @@ class Builder:
             if self._read is not None:
                 entry = self._read()
                 if entry is None:
-                    self.missing = True
                     return
                 self.tokens, self.eos = entry.tokens, list(entry.eos)
                 self.holder.answer(entry.answers)

@@ -140,17 +140,15 @@ class GGUFTokenizer(LocalTokenizer):
                     cached = tokenizer_cache.load(key)
                 except OSError:
                     cached = None
-                fresh = not (cached is not None and cached.eos == list(self.eos_ids)
-                             and len(cached.tokens) == self.vocab_size)
-                tokens = tokenizer_cache.read_tokens(self._ll, self._vocab, n_vocab=self.vocab_size) if fresh \
-                    else cached.tokens
-                self._holder = tokenizer_cache.VocabHolder(self._ll)  # keeps the C trampoline alive
-                self._holder.set(self._vocab)
-                self._holder.recorded = {} if fresh else None
-                self._tok = tokenizer_cache.build(self._holder, tokens, list(self.eos_ids))
-                if fresh and key is not None:  # with the build's tokenize answers, as the llama.cpp backend
-                    tokenizer_cache.save(key, tokens, list(self.eos_ids), self._holder.recorded)
-                self._holder.recorded = None
+                eos = list(self.eos_ids)
+                # self._holder keeps the C trampoline alive as long as the tokenizer
+                if cached is not None and cached.eos == eos and len(cached.tokens) == self.vocab_size:
+                    self._holder = tokenizer_cache.VocabHolder(self._ll)
+                    self._holder.set(self._vocab)
+                    self._tok = tokenizer_cache.build(self._holder, cached.tokens, eos)
+                else:
+                    self._tok, self._holder = tokenizer_cache.build_from_model(self._ll, self._vocab,
+                                                                               self.vocab_size, eos, key)
             return self._tok
 
     def chat_template(self) -> str | None:
