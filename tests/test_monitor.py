@@ -192,3 +192,17 @@ def test_real_nvml_wrapper_never_raises():
 
 def test_get_monitor_returns_one_process_wide_instance():
     assert get_monitor() is get_monitor()
+
+
+def test_without_an_nvidia_driver_nvml_is_not_even_imported():
+    """On Linux with no NVIDIA device node or /proc entry, pynvml (~13 ms of every start) stays unimported."""
+    import subprocess
+    import sys
+
+    code = ("import os, sys; real = os.path.exists\n"
+            "os.path.exists = lambda p: False if 'nvidia' in str(p) or str(p) == '/dev/dxg' else real(p)\n"
+            "from tracing.monitor import _Nvml\n"
+            "nv = _Nvml()\n"
+            "print(nv.available, 'pynvml' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "False"]
